@@ -1,0 +1,43 @@
+// `switchyard <command>`: each command lives in its own module, loaded only when used.
+const USAGE = `switchyard: Postgres wire-protocol sidecar for zero-downtime schema migrations
+
+Usage:
+  switchyard proxy    --config FILE          run the sidecar
+  switchyard backfill --config FILE --mapping NAME [--batch-size N] [--max-lag-ms N] [--workers N]
+                      [--replica URL ...] [--target-batch-ms N] [--dry-run]
+  switchyard verify   --config FILE --mapping NAME [--repair] [--out FILE]
+  switchyard status   [--admin URL] [--json]
+  switchyard demo                             embedded Postgres + proxy + guided tour
+
+Options:
+  -h, --help       show this help
+  -v, --version    show the version
+`;
+
+const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<number> }>> = {
+  proxy: () => import('./proxy.ts'),
+  backfill: () => import('./backfill.ts'),
+  verify: () => import('./verify.ts'),
+  status: () => import('./status.ts'),
+  demo: () => import('./demo.ts'),
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    process.stdout.write(USAGE);
+    return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === '-v' || cmd === '--version') {
+    const { VERSION } = await import('../version.ts');
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const load = COMMANDS[cmd];
+  if (!load) {
+    process.stderr.write(`switchyard: unknown command ${cmd} (see switchyard --help)\n`);
+    return 2;
+  }
+  const mod = await load();
+  return mod.run(rest);
+}

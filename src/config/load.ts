@@ -1,0 +1,88 @@
+// Reading a config file: YAML -> ${ENV} interpolation -> schema validation.
+// Every failure is a ConfigError whose message names the key and the problem.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import type { z } from 'zod';
+import { type Config, configSchema } from './schema.ts';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** sha256 of the file bytes, for /status and reload change detection. */
+  hash: string;
+  path?: string;
+}
+
+/** Replaces ${NAME} with the environment's value; an unset variable is an error. */
+export function interpolateEnv(text: string, env: NodeJS.ProcessEnv = process.env): string {
+  const missing: string[] = [];
+  const out = text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+    const v = env[name];
+    if (v === undefined) {
+      missing.push(name);
+      return '';
+    }
+    return v;
+  });
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `environment variable${missing.length > 1 ? 's' : ''} not set: ${missing.join(', ')}`,
+    );
+  }
+  return out;
+}
+
+export function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .map((i) => {
+      const where = i.path.length > 0 ? i.path.join('.') : '(root)';
+      if (i.code === 'unrecognized_keys')
+        return `${where}: unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.join(', ')}`;
+      return `${where}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let raw: unknown;
+  try {
+    raw = parseYaml(interpolateEnv(text, env));
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    if (e instanceof YAMLParseError) throw new ConfigError(`YAML: ${e.message.split('\n')[0]}`);
+    throw e;
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError('config must be a YAML mapping');
+  }
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error));
+  return parsed.data;
+}
+
+export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    throw new ConfigError(
+      `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
+  }
+  const config = parseConfigText(bytes.toString('utf8'), env);
+  return { config, hash: createHash('sha256').update(bytes).digest('hex'), path };
+}
+
+/** host/port of the upstream, whichever form the config used. */
+export function upstreamAddress(config: Config): { host: string; port: number } {
+  const u = config.upstream;
+  if (u.url) {
+    const url = new URL(u.url);
+    return { host: url.hostname, port: url.port ? Number(url.port) : 5432 };
+  }
+  return { host: u.host!, port: u.port ?? 5432 };
+}

@@ -1,0 +1,140 @@
+// The one definition of switchyard's config: the proxy validates with it, and
+// config/switchyard.schema.json is generated from it, so editors and the proxy
+// can never disagree about what a valid file is.
+import { z } from 'zod';
+
+const host = z.string().min(1).describe('Host name or IP address');
+const port = z.number().int().min(0).max(65535).describe('TCP port');
+
+/** A table name, optionally schema-qualified: users, public.users, "My Schema"."Users". */
+const tableName = z
+  .string()
+  .min(1)
+  .regex(/^(?:"(?:[^"]|"")+"|[^."\s]+)(?:\.(?:"(?:[^"]|"")+"|[^."\s]+))?$/, 'must be table or schema.table')
+  .describe('Table name, optionally schema-qualified; quote mixed-case names as in SQL');
+
+const exprMap = z
+  .record(z.string().min(1), z.string().min(1))
+  .refine((m) => Object.keys(m).length > 0, 'must map at least one column');
+
+export const tlsListenSchema = z
+  .object({
+    cert: z.string().min(1).describe('PEM certificate file'),
+    key: z.string().min(1).describe('PEM private key file'),
+  })
+  .strict();
+
+export const listenSchema = z
+  .object({
+    host: host.default('0.0.0.0'),
+    port: port.default(6432),
+    tls: tlsListenSchema.optional().describe('Terminate TLS from clients (answer SSLRequest with S)'),
+  })
+  .strict();
+
+export const upstreamSchema = z
+  .object({
+    host: host.optional(),
+    port: port.optional(),
+    url: z
+      .string()
+      .regex(/^postgres(?:ql)?:\/\//, 'must be a postgres:// URL')
+      .optional()
+      .describe('postgres://host:port; host and port are taken from it'),
+    sslmode: z.enum(['disable', 'require', 'verify-full']).default('disable'),
+    ca: z.string().optional().describe('CA certificate file for sslmode verify-full'),
+    connectTimeoutMs: z.number().int().positive().default(5000),
+  })
+  .strict()
+  .refine((u) => u.url !== undefined || u.host !== undefined, 'needs host (and port) or url');
+
+export const adminSchema = z
+  .object({
+    host: host.default('127.0.0.1'),
+    port: port.default(9187),
+    tokenEnv: z
+      .string()
+      .default('SWITCHYARD_ADMIN_TOKEN')
+      .describe('Environment variable holding the bearer token for mutating endpoints'),
+  })
+  .strict();
+
+export const limitsSchema = z
+  .object({
+    maxClientConnections: z.number().int().positive().default(1000),
+    startupTimeoutMs: z.number().int().positive().default(10000),
+    maxMessageBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024 * 1024),
+  })
+  .strict();
+
+export const mappingSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, _ . - only')
+      .describe('Unique mapping name'),
+    old: tableName.describe('The table the application writes today'),
+    new: tableName.describe('The table being migrated to'),
+    key: z.array(z.string().min(1)).min(1).describe('Key columns of the new table (primary key or unique)'),
+    dualWrite: z.boolean().default(true).describe('Mirror writes on old into new'),
+    reads: z.enum(['old', 'new']).default('old').describe('Which table serves reads of old'),
+    up: exprMap.describe('new column -> SQL expression over the old row'),
+    down: exprMap
+      .optional()
+      .describe('old column -> SQL expression over the new row (needed for reads: new)'),
+  })
+  .strict()
+  .superRefine((m, ctx) => {
+    if (m.reads === 'new' && !m.down) {
+      ctx.addIssue({ code: 'custom', path: ['down'], message: 'is required when reads is new' });
+    }
+    for (const k of m.key) {
+      if (!(k in m.up)) {
+        ctx.addIssue({ code: 'custom', path: ['key'], message: `key column ${k} has no up expression` });
+      }
+    }
+  });
+
+export const configSchema = z
+  .object({
+    listen: listenSchema.default({ host: '0.0.0.0', port: 6432 }),
+    upstream: upstreamSchema,
+    admin: adminSchema.default({ host: '127.0.0.1', port: 9187, tokenEnv: 'SWITCHYARD_ADMIN_TOKEN' }),
+    killSwitch: z.boolean().default(false).describe('true: mirror nothing, on every mapping, now'),
+    onUnmirrorable: z.enum(['passthrough', 'reject']).default('passthrough'),
+    limits: limitsSchema.default({
+      maxClientConnections: 1000,
+      startupTimeoutMs: 10000,
+      maxMessageBytes: 64 * 1024 * 1024,
+    }),
+    shutdown: z
+      .object({ drainTimeoutMs: z.number().int().nonnegative().default(30000) })
+      .strict()
+      .default({ drainTimeoutMs: 30000 }),
+    log: z
+      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+    mappings: z.array(mappingSchema).default([]),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.mappings.forEach((m, i) => {
+      if (seen.has(m.name)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['mappings', i, 'name'],
+          message: `duplicate mapping name ${m.name}`,
+        });
+      }
+      seen.add(m.name);
+    });
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type MappingConfig = z.infer<typeof mappingSchema>;

@@ -1,0 +1,38 @@
+// A mapping as the proxy, backfill and verify use it: config resolved against
+// the catalog (schemas, column order and types).
+import type { MappingConfig } from '../config/schema.ts';
+
+export interface ColumnInfo {
+  name: string;
+  /** format_type() of the column, e.g. "character varying(40)", "timestamp with time zone". */
+  type: string;
+}
+
+export interface ResolvedTable {
+  schema: string;
+  name: string;
+}
+
+export interface ColumnExpr {
+  /** Column name (unquoted, exact case). */
+  column: string;
+  /** SQL expression over the other table's row, as written in the config. */
+  expr: string;
+}
+
+export interface CompiledMapping {
+  name: string;
+  config: MappingConfig;
+  old: ResolvedTable;
+  new: ResolvedTable;
+  /** Key columns of the new table. */
+  key: string[];
+  /** new column <- expression over an old row, in config order. */
+  up: ColumnExpr[];
+  /** old column <- expression over a new row (reads: new). */
+  down?: ColumnExpr[];
+  /** Old table columns in catalog order. */
+  oldColumns: ColumnInfo[];
+  /** New table columns in catalog order. */
+  newColumns: ColumnInfo[];
+}

@@ -1,0 +1,51 @@
+// The one place that says what "new = up(old)" means in SQL. The mirrored
+// write, the backfill, verify and repair all build their statements here, so
+// they can never disagree about how an old row becomes a new one.
+import { quoteIdent } from '../sql/ident.ts';
+import type { CompiledMapping, ResolvedTable } from './mapping.ts';
+
+/** Alias under which the old row's columns are visible to the up expressions. */
+export const OLD_ROW_ALIAS = 'sy_old';
+
+export function qualified(t: ResolvedTable): string {
+  return `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
+}
+
+/** `SELECT up1 AS "c1", ... FROM (<source>) AS sy_old`; source yields rows with the old table's columns. */
+export function upSelect(m: CompiledMapping, source: string): string {
+  const cols = m.up.map((u) => `(${u.expr}) AS ${quoteIdent(u.column)}`).join(', ');
+  return `SELECT ${cols} FROM (${source}) AS ${OLD_ROW_ALIAS}`;
+}
+
+/** The key expressions of up(old), in key order: `(expr) AS "k"`. */
+export function upKeySelect(m: CompiledMapping, source: string): string {
+  const byCol = new Map(m.up.map((u) => [u.column, u.expr]));
+  const cols = m.key.map((k) => `(${byCol.get(k)}) AS ${quoteIdent(k)}`).join(', ');
+  return `SELECT ${cols} FROM (${source}) AS ${OLD_ROW_ALIAS}`;
+}
+
+/**
+ * Upserts up(source rows) into the new table. `update` overwrites the new row
+ * (mirror, repair); `nothing` never touches an existing new row (backfill,
+ * where the dual-write's row is always the fresher one).
+ */
+export function upsertSql(
+  m: CompiledMapping,
+  source: string,
+  onConflict: 'update' | 'nothing' = 'update',
+): string {
+  const cols = m.up.map((u) => quoteIdent(u.column)).join(', ');
+  const keyCols = m.key.map(quoteIdent).join(', ');
+  const nonKey = m.up.filter((u) => !m.key.includes(u.column));
+  const action =
+    onConflict === 'nothing' || nonKey.length === 0
+      ? 'DO NOTHING'
+      : `DO UPDATE SET ${nonKey.map((u) => `${quoteIdent(u.column)} = EXCLUDED.${quoteIdent(u.column)}`).join(', ')}`;
+  return `INSERT INTO ${qualified(m.new)} (${cols}) ${upSelect(m, source)} ON CONFLICT (${keyCols}) ${action}`;
+}
+
+/** Deletes from the new table the rows whose key is up(key) of the source rows. */
+export function deleteByOldRowsSql(m: CompiledMapping, source: string): string {
+  const keyCols = m.key.map(quoteIdent).join(', ');
+  return `DELETE FROM ${qualified(m.new)} WHERE (${keyCols}) IN (${upKeySelect(m, source)})`;
+}
