@@ -1,4 +1,76 @@
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write('switchyard status: not available yet\n');
-  return 2;
+// `switchyard status [--admin URL] [--json]`: the running proxy's /status, as a
+// table for a person or as JSON for scripts.
+import { type AdminStatus, renderStatus } from '../admin/status.ts';
+import { parseArgs, UsageError } from './args.ts';
+
+export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9187';
+const TIMEOUT_MS = 5000;
+
+const USAGE = `Usage: switchyard status [--admin URL] [--json]
+
+  --admin URL   admin endpoint of the running proxy (default ${DEFAULT_ADMIN_URL})
+  --json        print the /status document as JSON
+`;
+
+function describeFetchError(e: unknown): string {
+  const err = e as Error & { cause?: { code?: string; message?: string } };
+  if (err.name === 'TimeoutError') return `no answer within ${TIMEOUT_MS / 1000}s`;
+  return err.cause?.code ?? err.cause?.message ?? err.message;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let values: { admin?: string; json?: boolean; help?: boolean };
+  try {
+    ({ values } = parseArgs(argv, {
+      admin: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    }));
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`switchyard status: ${e.message}\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const base = values.admin ?? process.env.SWITCHYARD_ADMIN_URL ?? DEFAULT_ADMIN_URL;
+  let url: URL;
+  try {
+    url = new URL('/status', base);
+  } catch {
+    process.stderr.write(`switchyard status: --admin ${base} is not a URL (e.g. ${DEFAULT_ADMIN_URL})\n`);
+    return 2;
+  }
+
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+  } catch (e) {
+    process.stderr.write(
+      `switchyard status: cannot reach admin at ${url.origin}: ${describeFetchError(e)}\n`,
+    );
+    return 2;
+  }
+  const text = await res.text();
+  if (!res.ok) {
+    process.stderr.write(
+      `switchyard status: ${url.href} answered ${res.status}: ${text.trim().split('\n')[0] ?? ''}\n`,
+    );
+    return 2;
+  }
+  let status: AdminStatus;
+  try {
+    status = JSON.parse(text) as AdminStatus;
+  } catch {
+    process.stderr.write(
+      `switchyard status: ${url.href} did not answer JSON; is it a switchyard admin port?\n`,
+    );
+    return 2;
+  }
+  process.stdout.write(values.json ? `${JSON.stringify(status, null, 2)}\n` : renderStatus(status));
+  return 0;
 }
