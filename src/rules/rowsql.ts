@@ -49,3 +49,40 @@ export function deleteByOldRowsSql(m: CompiledMapping, source: string): string {
   const keyCols = m.key.map(quoteIdent).join(', ');
   return `DELETE FROM ${qualified(m.new)} WHERE (${keyCols}) IN (${upKeySelect(m, source)})`;
 }
+
+/**
+ * up(source rows) with every column cast to the new column's type, so that it
+ * reads exactly as the row the upsert would store (verify compares it with new).
+ */
+export function upTypedSelect(m: CompiledMapping, source: string): string {
+  const types = new Map(m.newColumns.map((c) => [c.name, c.type]));
+  const cols = m.up
+    .map((u) => `(${u.expr})::${types.get(u.column) ?? 'text'} AS ${quoteIdent(u.column)}`)
+    .join(', ');
+  return `SELECT ${cols} FROM (${source}) AS ${OLD_ROW_ALIAS}`;
+}
+
+/** The new table's up columns, in up order: what upTypedSelect is compared with. */
+export function newUpColumnsSelect(m: CompiledMapping, where = 'true'): string {
+  const cols = m.up.map((u) => quoteIdent(u.column)).join(', ');
+  return `SELECT ${cols} FROM ${qualified(m.new)} WHERE ${where}`;
+}
+
+/** 64-bit hash of one row of up columns visible under `alias` (text form of the row, NULLs distinct from ''). */
+export function upRowHashExpr(m: CompiledMapping, alias: string): string {
+  const cols = m.up.map((u) => `${alias}.${quoteIdent(u.column)}`).join(', ');
+  return `hashtextextended(ROW(${cols})::text, 0)`;
+}
+
+/**
+ * Deletes the new rows whose key is among `keySource` (a query yielding the
+ * new key columns by name) and that have no old row whose up(key) matches.
+ */
+export function deleteOrphansSql(m: CompiledMapping, keySource: string): string {
+  const keyCols = m.key.map(quoteIdent);
+  const match = keyCols.map((k) => `sy_up.${k} = sy_new.${k}`).join(' AND ');
+  return (
+    `DELETE FROM ${qualified(m.new)} AS sy_new WHERE (${keyCols.map((k) => `sy_new.${k}`).join(', ')}) IN (${keySource}) ` +
+    `AND NOT EXISTS (SELECT 1 FROM (${upKeySelect(m, `SELECT * FROM ${qualified(m.old)}`)}) AS sy_up WHERE ${match})`
+  );
+}
