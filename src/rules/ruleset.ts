@@ -1,0 +1,215 @@
+// Compiles the config's mappings against the live catalog: resolves schemas,
+// loads column lists, checks the key and every up/down expression without
+// touching data. The result is what the planner, backfill and verify use.
+import pg from 'pg';
+import { ConfigError, upstreamAddress } from '../config/load.ts';
+import type { Config, MappingConfig } from '../config/schema.ts';
+import { parseQualifiedName, quoteIdent, quoteQualified } from '../sql/ident.ts';
+import { loadParser } from '../sql/parse.ts';
+import type { ColumnExpr, ColumnInfo, CompiledMapping, ResolvedTable } from './mapping.ts';
+import { OLD_ROW_ALIAS, qualified, upsertSql } from './rowsql.ts';
+
+export interface RuleSet {
+  mappings: CompiledMapping[];
+  /** The database the catalog was read from; rules apply only to sessions on it ('' when no mappings). */
+  database: string;
+  /** Server major version (e.g. 15, 18); 0 when no mappings (never connected). */
+  serverVersion: number;
+  /**
+   * Every relation in the catalog whose name equals a mapped old or new table's
+   * name, as "schema\u0000name": resolving an unqualified name through a
+   * session's search_path needs to know which schemas hold a table of that name.
+   */
+  relations: Set<string>;
+}
+
+export function relationKey(schema: string, name: string): string {
+  return `${schema}\u0000${name}`;
+}
+
+export interface CompileOptions {
+  /** Overrides the connection settings derived from the config (tests). */
+  connect?: pg.ClientConfig;
+}
+
+/** Connection settings for catalog access: the config's upstream plus the libpq environment. */
+export function upstreamClientConfig(config: Config, override?: pg.ClientConfig): pg.ClientConfig {
+  const base: pg.ClientConfig = config.upstream.url
+    ? { connectionString: config.upstream.url }
+    : (() => {
+        const { host, port } = upstreamAddress(config);
+        return { host, port };
+      })();
+  return {
+    ...base,
+    connectionTimeoutMillis: config.upstream.connectTimeoutMs,
+    application_name: 'switchyard',
+    ...override,
+  };
+}
+
+export async function compileRules(config: Config, opts: CompileOptions = {}): Promise<RuleSet> {
+  await loadParser();
+  if (config.mappings.length === 0) {
+    return { mappings: [], database: '', serverVersion: 0, relations: new Set() };
+  }
+  const client = new pg.Client(upstreamClientConfig(config, opts.connect));
+  try {
+    await client.connect();
+  } catch (e) {
+    throw new ConfigError(`cannot connect to the upstream to check mappings: ${(e as Error).message}`);
+  }
+  try {
+    const info = await client.query<{ db: string; v: string }>(
+      "SELECT current_database() AS db, current_setting('server_version_num') AS v",
+    );
+    const mappings: CompiledMapping[] = [];
+    for (const m of config.mappings) mappings.push(await compileMapping(client, m));
+    const names = [...new Set(mappings.flatMap((m) => [m.old.name, m.new.name]))];
+    const rel = await client.query<{ nspname: string; relname: string }>(
+      `SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relname = ANY($1::text[]) AND c.relkind IN ('r','p','v','m','f')`,
+      [names],
+    );
+    return {
+      mappings,
+      database: info.rows[0].db,
+      serverVersion: Math.floor(Number(info.rows[0].v) / 10000),
+      relations: new Set(rel.rows.map((r) => relationKey(r.nspname, r.relname))),
+    };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function resolveTable(
+  client: pg.Client,
+  mapping: string,
+  role: 'old' | 'new',
+  text: string,
+): Promise<{ table: ResolvedTable; oid: number }> {
+  const q = parseQualifiedName(text);
+  // to_regclass resolves an unqualified name through this connection's (the role's default) search_path.
+  const r = await client.query<{ oid: number; nspname: string; relname: string }>(
+    `SELECT c.oid::int8::float8 AS oid, n.nspname, c.relname FROM pg_catalog.pg_class c
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind IN ('r','p')`,
+    [quoteQualified(q)],
+  );
+  if (r.rowCount === 0) {
+    throw new ConfigError(`mapping ${mapping}: ${role} table ${text} does not exist`);
+  }
+  return { table: { schema: r.rows[0].nspname, name: r.rows[0].relname }, oid: r.rows[0].oid };
+}
+
+async function columnsOf(client: pg.Client, oid: number): Promise<ColumnInfo[]> {
+  const r = await client.query<ColumnInfo>(
+    `SELECT attname AS name, pg_catalog.format_type(atttypid, atttypmod) AS type
+       FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    [oid],
+  );
+  return r.rows;
+}
+
+async function compileMapping(client: pg.Client, m: MappingConfig): Promise<CompiledMapping> {
+  const where = `mapping ${m.name}`;
+  const oldT = await resolveTable(client, m.name, 'old', m.old);
+  const newT = await resolveTable(client, m.name, 'new', m.new);
+  const oldColumns = await columnsOf(client, oldT.oid);
+  const newColumns = await columnsOf(client, newT.oid);
+  const oldNames = new Set(oldColumns.map((c) => c.name));
+  const newNames = new Set(newColumns.map((c) => c.name));
+  const up: ColumnExpr[] = Object.entries(m.up).map(([column, expr]) => ({ column, expr }));
+  const down: ColumnExpr[] | undefined = m.down
+    ? Object.entries(m.down).map(([column, expr]) => ({ column, expr }))
+    : undefined;
+
+  for (const u of up) {
+    if (!newNames.has(u.column)) {
+      throw new ConfigError(`${where}: up column ${u.column} does not exist in ${qualified(newT.table)}`);
+    }
+  }
+  for (const d of down ?? []) {
+    if (!oldNames.has(d.column)) {
+      throw new ConfigError(`${where}: down column ${d.column} does not exist in ${qualified(oldT.table)}`);
+    }
+  }
+  for (const k of m.key) {
+    if (!newNames.has(k)) {
+      throw new ConfigError(`${where}: key column ${k} does not exist in ${qualified(newT.table)}`);
+    }
+  }
+  const idx = await client.query<{ cols: string[] }>(
+    `SELECT array_agg(a.attname::text ORDER BY a.attname) AS cols
+       FROM pg_catalog.pg_index i
+       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+      WHERE i.indrelid = $1 AND i.indisunique AND i.indexprs IS NULL AND i.indpred IS NULL
+      GROUP BY i.indexrelid`,
+    [newT.oid],
+  );
+  const wanted = [...m.key].sort().join('\u0000');
+  if (!idx.rows.some((r) => [...r.cols].sort().join('\u0000') === wanted)) {
+    throw new ConfigError(
+      `${where}: key (${m.key.join(', ')}) is not the primary key or a unique index of ${qualified(newT.table)}`,
+    );
+  }
+
+  const compiled: CompiledMapping = {
+    name: m.name,
+    config: m,
+    old: oldT.table,
+    new: newT.table,
+    key: [...m.key],
+    up,
+    down,
+    oldColumns,
+    newColumns,
+  };
+
+  // Expressions are checked by planning, never executing, inside a transaction that is rolled back.
+  await client.query('BEGIN');
+  try {
+    const newType = new Map(newColumns.map((c) => [c.name, c.type]));
+    const oldType = new Map(oldColumns.map((c) => [c.name, c.type]));
+    for (const u of up) {
+      await explain(
+        client,
+        `SELECT (${u.expr})::${newType.get(u.column)} FROM ${qualified(oldT.table)} AS ${OLD_ROW_ALIAS}`,
+        `${where}: up expression for column ${u.column} (${u.expr})`,
+      );
+    }
+    for (const d of down ?? []) {
+      await explain(
+        client,
+        `SELECT (${d.expr})::${oldType.get(d.column)} FROM ${qualified(newT.table)}`,
+        `${where}: down expression for column ${d.column} (${d.expr})`,
+      );
+    }
+    // The mirror's own upsert: assignment casts, the ON CONFLICT arbiter, privileges.
+    await explain(
+      client,
+      upsertSql(compiled, `SELECT * FROM ${qualified(oldT.table)}`),
+      `${where}: upsert into ${qualified(newT.table)}`,
+    );
+  } finally {
+    await client.query('ROLLBACK').catch(() => {});
+  }
+  return compiled;
+}
+
+async function explain(client: pg.Client, sql: string, what: string): Promise<void> {
+  await client.query('SAVEPOINT sy_check');
+  try {
+    await client.query(`EXPLAIN ${sql}`);
+  } catch (e) {
+    throw new ConfigError(`${what}: ${(e as Error).message}`);
+  } finally {
+    await client.query('ROLLBACK TO SAVEPOINT sy_check').catch(() => {});
+  }
+}
+
+/** The quoted column list of a table, for messages and generated SQL. */
+export function columnList(cols: ColumnInfo[]): string {
+  return cols.map((c) => quoteIdent(c.name)).join(', ');
+}
