@@ -1,0 +1,43 @@
+// What a session needs from the rules: a plan per statement. Kept as an
+// interface so the session does not depend on how plans are made.
+import type { Route } from '../admin/metrics.ts';
+
+export type StatementShape =
+  | { kind: 'forward' }
+  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: boolean };
+
+export interface Plan {
+  sql: string;
+  rewritten: boolean;
+  route: Route;
+  mapping: string;
+  statements: StatementShape[];
+  unmirrored?: { mapping: string; reason: string };
+  reject?: { mapping: string; message: string };
+}
+
+export interface PlanContext {
+  searchPath: string[];
+  user: string;
+  killSwitch: boolean;
+  onUnmirrorable: 'passthrough' | 'reject';
+  version: number;
+}
+
+export interface SessionRules {
+  /** The database the rules apply to; sessions on other databases pass through. */
+  database: string | undefined;
+  /** False when there are no mappings: every statement passes through untouched. */
+  active: boolean;
+  plan(sql: string, ctx: PlanContext): Plan;
+  searchPathChange(sql: string): { value: string[] | null; local: boolean } | undefined;
+  parseSearchPath(text: string): string[];
+}
+
+export const NO_RULES: SessionRules = {
+  database: undefined,
+  active: false,
+  plan: (sql) => ({ sql, rewritten: false, route: 'passthrough', mapping: '', statements: [] }),
+  searchPathChange: () => undefined,
+  parseSearchPath: (t) => t.split(',').map((s) => s.trim()),
+};

@@ -1,0 +1,83 @@
+// Everything `switchyard proxy` runs, wired together: config store, listener,
+// admin endpoint, reload watch. The CLI, the demo and the tests start it the same way.
+import type net from 'node:net';
+import type { Logger } from 'pino';
+import { type AdminServer, startAdmin } from '../admin/server.ts';
+import type { LoadedConfig } from '../config/load.ts';
+import { ConfigStore } from '../config/store.ts';
+import { type Reloader, watchConfig } from '../config/watch.ts';
+import { compileSessionRules } from './rules-adapter.ts';
+import type { SessionRules } from './rules-port.ts';
+import { ProxyServer } from './server.ts';
+import { clientTls, upstreamTls } from './tls.ts';
+
+export interface RuntimeOptions {
+  loaded: LoadedConfig;
+  logger: Logger;
+  /** Override the config's listen address (tests use port 0). */
+  listen?: { host: string; port: number };
+  /** Admin endpoint: the config's address by default; false to run without one. */
+  admin?: false | { host: string; port: number };
+  /** Watch the config file and reload on SIGHUP (needs loaded.path). */
+  watch?: boolean;
+}
+
+export interface Runtime {
+  store: ConfigStore<{ session: SessionRules }>;
+  proxy: ProxyServer;
+  address: net.AddressInfo;
+  admin?: AdminServer;
+  reloader?: Reloader;
+  startedAt: Date;
+  /** Graceful: drain sessions up to the timeout (or until `abort` resolves), then stop everything. */
+  shutdown(drainTimeoutMs?: number, abort?: Promise<void>): Promise<void>;
+}
+
+export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
+  const { logger } = opts;
+  const store = await ConfigStore.create(opts.loaded, compileSessionRules);
+  const config = store.current.config;
+  const proxy = new ProxyServer({
+    store,
+    logger,
+    listen: opts.listen,
+    tls: config.listen.tls ? clientTls(config.listen.tls) : undefined,
+    upstreamSecure: upstreamTls(config.upstream),
+  });
+  const address = await proxy.listen();
+  const startedAt = new Date();
+  let admin: AdminServer | undefined;
+  if (opts.admin !== false) {
+    const a = opts.admin ?? config.admin;
+    admin = await startAdmin(
+      { host: a.host, port: a.port, tokenEnv: config.admin.tokenEnv },
+      {
+        store: store as unknown as ConfigStore,
+        connections: () => proxy.connections,
+        draining: () => proxy.isDraining,
+        upstreamReachable: () => proxy.upstreamReachable(800),
+        startedAt,
+      },
+      logger,
+    );
+  }
+  const reloader = opts.watch && opts.loaded.path ? watchConfig(opts.loaded.path, store, logger) : undefined;
+  let stopping: Promise<void> | undefined;
+  return {
+    store,
+    proxy,
+    address,
+    admin,
+    reloader,
+    startedAt,
+    shutdown(drainTimeoutMs = 0, abort?: Promise<void>) {
+      stopping ??= (async () => {
+        reloader?.close();
+        await proxy.drain(drainTimeoutMs, abort);
+        await proxy.close();
+        await admin?.close();
+      })();
+      return stopping;
+    },
+  };
+}

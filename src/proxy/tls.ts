@@ -1,0 +1,48 @@
+// TLS on both sides of the proxy.
+import { readFileSync } from 'node:fs';
+import type net from 'node:net';
+import tls from 'node:tls';
+import type { Config } from '../config/schema.ts';
+
+/** Server side: the client sent SSLRequest and was answered S. */
+export function clientTls(conf: { cert: string; key: string }): (socket: net.Socket) => Promise<net.Socket> {
+  const context = tls.createSecureContext({ cert: readFileSync(conf.cert), key: readFileSync(conf.key) });
+  return (socket) =>
+    new Promise((resolve, reject) => {
+      const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: context });
+      secure.once('secure', () => resolve(secure));
+      secure.once('error', reject);
+    });
+}
+
+/** Client side: SSLRequest to the upstream, then a TLS handshake per sslmode. */
+export function upstreamTls(
+  conf: Config['upstream'],
+): ((socket: net.Socket) => Promise<net.Socket>) | undefined {
+  if (conf.sslmode === 'disable') return undefined;
+  const ca = conf.ca ? readFileSync(conf.ca) : undefined;
+  const verify = conf.sslmode === 'verify-full';
+  return (socket) =>
+    new Promise((resolve, reject) => {
+      socket.once('error', reject);
+      socket.once('data', (answer: Buffer) => {
+        if (answer[0] !== 0x53) {
+          reject(new Error('server does not support TLS'));
+          return;
+        }
+        const servername = socket.remoteAddress && !verify ? undefined : hostOf(conf);
+        const secure = tls.connect({ socket, ca, rejectUnauthorized: verify, servername });
+        secure.once('secureConnect', () => {
+          socket.off('error', reject);
+          resolve(secure);
+        });
+        secure.once('error', reject);
+      });
+      socket.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]));
+    });
+}
+
+function hostOf(conf: Config['upstream']): string | undefined {
+  if (conf.url) return new URL(conf.url).hostname;
+  return conf.host;
+}
