@@ -86,3 +86,15 @@ export function deleteOrphansSql(m: CompiledMapping, keySource: string): string 
     `AND NOT EXISTS (SELECT 1 FROM (${upKeySelect(m, `SELECT * FROM ${qualified(m.old)}`)}) AS sy_up WHERE ${match})`
   );
 }
+
+/**
+ * Deletes the new rows left behind when a write moved old rows to other keys:
+ * keys of up(pre-images) that no up(post-image) still has.
+ */
+export function deleteMovedKeysSql(m: CompiledMapping, preSource: string, postSource: string): string {
+  const keyCols = m.key.map(quoteIdent).join(', ');
+  return (
+    `DELETE FROM ${qualified(m.new)} WHERE (${keyCols}) IN ` +
+    `(${upKeySelect(m, preSource)} EXCEPT ${upKeySelect(m, postSource)})`
+  );
+}
