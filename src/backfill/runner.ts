@@ -1,0 +1,334 @@
+// A backfill run in one process: plan or join the run, then N workers, each
+// on its own connection, claim chunks and copy them batch by batch until no
+// chunk is left. Other processes running the same mapping share the chunks.
+import os from 'node:os';
+import type pg from 'pg';
+import { metrics } from '../admin/metrics.ts';
+import type { Logger } from '../log.ts';
+import type { CompiledMapping } from '../rules/mapping.ts';
+import { BatchSizer, batchStatements, copyRange, nextBoundary } from './batch.ts';
+import {
+  type Chunk,
+  claimChunk,
+  deleteRun,
+  ensureSchema,
+  finishChunk,
+  finishRunIfDone,
+  readRun,
+  runTotals,
+} from './checkpoint.ts';
+import { connect, sleep, sqlState } from './connect.ts';
+import { keyColumns } from './keys.ts';
+import { planOrResume } from './plan.ts';
+import { RateMeter } from './progress.ts';
+import { type LagSource, LagThrottle, PrimaryLagSource, ReplicaLagSource } from './throttle.ts';
+
+export interface BackfillOptions {
+  batchSize: number;
+  targetBatchMs: number;
+  workers: number;
+  /** 0 turns the throttle off. */
+  maxLagMs: number;
+  /** Replica URLs; none: measure on the primary (pg_stat_replication). */
+  replicas: string[];
+  lockTimeoutMs: number;
+  statementTimeoutMs: number;
+  /** Attempts per statement on lock/statement timeouts, deadlocks and serialization failures. */
+  maxRetries: number;
+  chunkRows: number;
+  restart: boolean;
+  lagPollMs?: number;
+}
+
+export const DEFAULT_OPTIONS: BackfillOptions = {
+  batchSize: 2000,
+  targetBatchMs: 200,
+  workers: 1,
+  maxLagMs: 3000,
+  replicas: [],
+  // Below Postgres's deadlock_timeout (1 s): if a batch and an application
+  // transaction wait on each other, the batch gives up first and retries,
+  // so the application never sees a deadlock error caused by the backfill.
+  lockTimeoutMs: 500,
+  statementTimeoutMs: 10_000,
+  maxRetries: 30,
+  chunkRows: 50_000,
+  restart: false,
+};
+
+export interface BackfillStats {
+  outcome: 'done' | 'already-done' | 'partial' | 'interrupted';
+  rowsScanned: number;
+  rowsInserted: number;
+  batches: number;
+  chunks: number;
+  retries: number;
+  throttledMs: number;
+  elapsedMs: number;
+  estimatedRows: number;
+  /** Rows already done by earlier runs when this one started. */
+  rowsBefore: number;
+  /** Chunks still owned by other processes when this one ran out of work. */
+  chunksElsewhere: number;
+}
+
+/** Errors a batch retries after a pause: the batch did nothing, trying again is safe. */
+const RETRYABLE = new Map([
+  ['55P03', 'lock timeout'],
+  ['57014', 'statement timeout'],
+  ['40P01', 'deadlock'],
+  ['40001', 'serialization failure'],
+]);
+
+export interface RunHooks {
+  signal?: AbortSignal;
+  /** Called after every committed batch (progress display). */
+  onBatch?(stats: Readonly<BackfillStats>): void;
+  onPlanned?(info: { estimatedRows: number; rowsBefore: number; chunks: number; resumed: boolean }): void;
+}
+
+export class Backfill {
+  readonly stats: BackfillStats = {
+    outcome: 'partial',
+    rowsScanned: 0,
+    rowsInserted: 0,
+    batches: 0,
+    chunks: 0,
+    retries: 0,
+    throttledMs: 0,
+    elapsedMs: 0,
+    estimatedRows: 0,
+    rowsBefore: 0,
+    chunksElsewhere: 0,
+  };
+  readonly rate = new RateMeter();
+  private readonly owner = `${os.hostname()}:${process.pid}`;
+  private readonly labels: { mapping: string };
+
+  constructor(
+    private readonly m: CompiledMapping,
+    private readonly clientConfig: pg.ClientConfig,
+    private readonly opts: BackfillOptions,
+    private readonly log: Logger,
+    private readonly hooks: RunHooks = {},
+  ) {
+    this.labels = { mapping: m.name };
+  }
+
+  async run(): Promise<BackfillStats> {
+    const started = Date.now();
+    const keys = keyColumns(this.m);
+    const control = await connect(this.clientConfig, { statement_timeout: 0, lock_timeout: 10_000 });
+    let throttle: LagThrottle | undefined;
+    try {
+      await ensureSchema(control);
+      if (this.opts.restart && (await readRun(control, this.m.name))) {
+        await deleteRun(control, this.m.name);
+        this.log.info({ mapping: this.m.name }, 'previous backfill run forgotten (--restart)');
+      }
+      const plan = await planOrResume(control, this.m, keys, {
+        chunkRows: this.opts.chunkRows,
+        workers: this.opts.workers,
+      });
+      const before = await runTotals(control, this.m.name);
+      this.stats.estimatedRows = Number(plan.run.estimated_rows);
+      this.stats.rowsBefore = before.rowsScanned;
+      this.log.info(
+        {
+          mapping: this.m.name,
+          plan: plan.kind,
+          upperKey: plan.run.upper_key,
+          estimatedRows: this.stats.estimatedRows,
+          chunks: before.chunks,
+          chunksDone: before.done,
+          rowsDone: before.rowsScanned,
+          workers: this.opts.workers,
+        },
+        plan.kind === 'created' ? 'backfill planned' : 'backfill joined existing run',
+      );
+      if (plan.kind === 'complete') {
+        this.stats.outcome = 'already-done';
+        return this.stats;
+      }
+      this.hooks.onPlanned?.({
+        estimatedRows: this.stats.estimatedRows,
+        rowsBefore: before.rowsScanned,
+        chunks: before.chunks,
+        resumed: plan.kind === 'resumed',
+      });
+      throttle = await this.makeThrottle();
+      const statements = batchStatements(this.m, keys);
+      const workers = Array.from({ length: this.opts.workers }, (_, i) =>
+        this.worker(i + 1, statements, throttle!),
+      );
+      const results = await Promise.allSettled(workers);
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+      this.stats.throttledMs = throttle.throttledMs;
+      if (this.hooks.signal?.aborted) {
+        this.stats.outcome = 'interrupted';
+      } else if (await finishRunIfDone(control, this.m.name)) {
+        this.stats.outcome = 'done';
+      } else {
+        const t = await runTotals(control, this.m.name);
+        this.stats.chunksElsewhere = t.chunks - t.done;
+        this.stats.outcome = 'partial';
+      }
+      return this.stats;
+    } finally {
+      this.stats.elapsedMs = Date.now() - started;
+      await throttle?.close();
+      await control.end().catch(() => {});
+    }
+  }
+
+  private async makeThrottle(): Promise<LagThrottle> {
+    const events = {
+      onLag: (ms: number) => metrics.backfillLag.set(this.labels, ms / 1000),
+      onThrottled: (s: number) => metrics.backfillThrottled.inc(this.labels, s),
+    };
+    let source: LagSource | undefined;
+    if (this.opts.maxLagMs > 0) {
+      if (this.opts.replicas.length > 0) {
+        const replicas = await Promise.all(
+          this.opts.replicas.map(async (url) => ({
+            name: new URL(url).host,
+            client: await connect({ connectionString: url, application_name: 'switchyard-backfill-lag' }),
+          })),
+        );
+        source = new ReplicaLagSource(replicas);
+      } else {
+        const c = await connect(this.clientConfig, { statement_timeout: 5000 });
+        source = new PrimaryLagSource(c);
+        const close = source.close.bind(source);
+        source.close = async () => {
+          await close();
+          await c.end().catch(() => {});
+        };
+      }
+    }
+    this.throttle = new LagThrottle(
+      source,
+      this.opts.maxLagMs,
+      this.log.child({ mapping: this.m.name }),
+      events,
+      {
+        pollMs: this.opts.lagPollMs,
+      },
+    );
+    return this.throttle;
+  }
+
+  private throttle: LagThrottle | undefined;
+
+  /** Why the run is not copying right now, if it is paused by replica lag. */
+  get pausedNote(): string | undefined {
+    const p = this.throttle?.paused;
+    return p
+      ? `paused: replica lag ${(p.lagMs / 1000).toFixed(1)}s > ${this.opts.maxLagMs / 1000}s`
+      : undefined;
+  }
+
+  private async worker(
+    n: number,
+    s: ReturnType<typeof batchStatements>,
+    throttle: LagThrottle,
+  ): Promise<void> {
+    const c = await connect(
+      { ...this.clientConfig, application_name: 'switchyard-backfill' },
+      { lock_timeout: this.opts.lockTimeoutMs, statement_timeout: this.opts.statementTimeoutMs },
+    );
+    const log = this.log.child({ mapping: this.m.name, worker: n });
+    const sizer = new BatchSizer(this.opts.batchSize, this.opts.targetBatchMs);
+    try {
+      for (;;) {
+        if (this.hooks.signal?.aborted) return;
+        const chunk = await this.retrying(log, sizer, () => claimChunk(c, this.m.name, `${this.owner}/${n}`));
+        if (!chunk) return;
+        log.debug(
+          { chunk: chunk.chunkNo, lo: chunk.lo, hi: chunk.hi, cursor: chunk.cursor },
+          'chunk claimed',
+        );
+        await this.copyChunk(c, s, chunk, sizer, throttle, log);
+      }
+    } finally {
+      await c.end().catch(() => {});
+    }
+  }
+
+  private async copyChunk(
+    c: pg.Client,
+    s: ReturnType<typeof batchStatements>,
+    chunk: Chunk,
+    sizer: BatchSizer,
+    throttle: LagThrottle,
+    log: Logger,
+  ): Promise<void> {
+    let cursor = chunk.cursor ?? chunk.lo;
+    for (;;) {
+      if (this.hooks.signal?.aborted) return;
+      await throttle.wait(this.hooks.signal);
+      const t0 = performance.now();
+      const limit = sizer.size;
+      const boundary = await this.retrying(log, sizer, () => nextBoundary(c, s, cursor, chunk.hi, limit));
+      if (!boundary) break;
+      const res = await this.retrying(log, sizer, () =>
+        copyRange(c, s, cursor, boundary.last, this.m.name, chunk.chunkNo),
+      );
+      if (res.checkpointed !== 1) {
+        throw new Error(`backfill lost ownership of chunk ${chunk.chunkNo} of ${this.m.name}`);
+      }
+      const ms = performance.now() - t0;
+      sizer.observe(boundary.n, ms);
+      cursor = boundary.last;
+      this.stats.rowsScanned += res.scanned;
+      this.stats.rowsInserted += res.inserted;
+      this.stats.batches++;
+      this.rate.add(this.stats.rowsScanned);
+      metrics.backfillRows.inc(this.labels, res.inserted);
+      metrics.backfillBatches.inc(this.labels);
+      metrics.backfillRate.set(this.labels, this.rate.rate());
+      if (this.stats.estimatedRows > 0) {
+        metrics.backfillProgress.set(
+          this.labels,
+          Math.min(1, (this.stats.rowsBefore + this.stats.rowsScanned) / this.stats.estimatedRows),
+        );
+      }
+      log.debug(
+        {
+          chunk: chunk.chunkNo,
+          rows: res.scanned,
+          inserted: res.inserted,
+          ms: Math.round(ms),
+          next: sizer.size,
+        },
+        'batch committed',
+      );
+      this.hooks.onBatch?.(this.stats);
+      // A short batch reached the end of the chunk: no need to ask again.
+      if (boundary.n < limit) break;
+    }
+    await finishChunk(c, this.m.name, chunk.chunkNo);
+    this.stats.chunks++;
+  }
+
+  private async retrying<T>(log: Logger, sizer: BatchSizer, f: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await f();
+      } catch (e) {
+        const state = sqlState(e);
+        const what = state ? RETRYABLE.get(state) : undefined;
+        if (!what || attempt >= this.opts.maxRetries) throw e;
+        if (state === '55P03' || state === '57014') sizer.shrink();
+        const backoff = Math.min(5000, 50 * 2 ** Math.min(attempt, 10)) * (0.5 + Math.random() / 2);
+        this.stats.retries++;
+        log.warn(
+          { attempt, sqlstate: state, backoffMs: Math.round(backoff), batchSize: sizer.size },
+          `batch ${what}: retrying`,
+        );
+        await sleep(backoff);
+      }
+    }
+  }
+}
