@@ -2,7 +2,7 @@
 // Every failure is a ConfigError whose message names the key and the problem.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { Lexer, parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { type Config, configSchema } from './schema.ts';
 
@@ -17,13 +17,42 @@ export interface LoadedConfig {
   path?: string;
 }
 
-/** Replaces ${NAME} with the environment's value; an unset variable is an error. */
+/** Lexer tokens that mark structure and occupy no characters of the source. */
+const SYNTHETIC_TOKENS = new Set(['\x02', '\x18', '\x1f']);
+
+/**
+ * Source ranges of YAML comments, so a commented-out line that mentions
+ * ${NAME} needs no such variable. Empty if the token stream ever stops matching
+ * the text: then every reference counts, as if there were no comments.
+ */
+function commentRanges(text: string): Array<[number, number]> {
+  const ranges: Array<[number, number]> = [];
+  let pos = 0;
+  for (const tok of new Lexer().lex(text)) {
+    if (SYNTHETIC_TOKENS.has(tok)) continue;
+    if (!text.startsWith(tok, pos)) return [];
+    if (tok.startsWith('#')) ranges.push([pos, pos + tok.length]);
+    pos += tok.length;
+  }
+  return ranges;
+}
+
+/**
+ * Replaces ${NAME} with the environment's value; an unset variable is an error.
+ * Text substitution before parsing, so `port: ${PGPORT}` is a number; a value
+ * that may hold YAML syntax (`: `, ` #`) belongs in quotes: host: "${PGHOST}".
+ * References inside comments are left as they are.
+ */
 export function interpolateEnv(text: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (!text.includes('${')) return text;
+  const comments = commentRanges(text);
+  const inComment = (at: number) => comments.some(([from, to]) => at >= from && at < to);
   const missing: string[] = [];
-  const out = text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+  const out = text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (ref: string, name: string, at: number) => {
+    if (inComment(at)) return ref;
     const v = env[name];
     if (v === undefined) {
-      missing.push(name);
+      if (!missing.includes(name)) missing.push(name);
       return '';
     }
     return v;
