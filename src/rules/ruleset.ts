@@ -135,6 +135,14 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
       throw new ConfigError(`${where}: down column ${d.column} does not exist in ${qualified(oldT.table)}`);
     }
   }
+  if (m.reads === 'new') {
+    const missing = oldColumns.filter((c) => !(down ?? []).some((d) => d.column === c.name));
+    if (missing.length > 0) {
+      throw new ConfigError(
+        `${where}: reads: new needs a down expression for every old column; missing ${missing.map((c) => c.name).join(', ')}`,
+      );
+    }
+  }
   for (const k of m.key) {
     if (!newNames.has(k)) {
       throw new ConfigError(`${where}: key column ${k} does not exist in ${qualified(newT.table)}`);

@@ -1,0 +1,142 @@
+// Mirrored writes: the client's INSERT/UPDATE/DELETE on an old table becomes
+// one statement around a data-modifying CTE. The write returns its stored row
+// image as one extra column; sibling CTEs upsert up(image) into the new table
+// or delete by key. Everything is spliced into the client's own text.
+import { quoteIdent } from '../sql/ident.ts';
+import type { ParsedStatement } from '../sql/parse.ts';
+import type { TableRef } from '../sql/refs.ts';
+import { type Edit, spliceBytes } from '../sql/splice.ts';
+import { findTopKeyword, isKeyword, relationSpan, type StatementTokens } from '../sql/tokens.ts';
+import type { CompiledMapping } from './mapping.ts';
+import { deleteByOldRowsSql, deleteMovedKeysSql, qualified, upsertSql } from './rowsql.ts';
+
+export const ROW_COLUMN = '__sy_row';
+const W = quoteIdent('__sy_w');
+const PRE = quoteIdent('__sy_pre');
+const ROW = quoteIdent(ROW_COLUMN);
+
+export type WriteTag = 'INSERT' | 'UPDATE' | 'DELETE';
+
+export interface MirrorInput {
+  stmt: ParsedStatement;
+  mapping: CompiledMapping;
+  /** Old columns the key's up expressions read: assigning one may move the row to another key. */
+  keySources: ReadonlySet<string>;
+  target: TableRef;
+  st: StatementTokens;
+  bytes: Buffer;
+  /** Read-switch edits elsewhere in the statement (copied text must carry them too). */
+  readEdits: readonly Edit[];
+  serverVersion: number;
+}
+
+export type MirrorResult =
+  | { ok: true; edits: Edit[]; tag: WriteTag; returning: boolean }
+  | { ok: false; reason: string };
+
+const TAGS: Record<string, WriteTag> = { InsertStmt: 'INSERT', UpdateStmt: 'UPDATE', DeleteStmt: 'DELETE' };
+
+function assigned(targetList: unknown): string[] {
+  return ((targetList as { ResTarget?: { name?: string } }[] | undefined) ?? [])
+    .map((t) => t.ResTarget?.name)
+    .filter((n): n is string => n !== undefined);
+}
+
+export function buildMirror(input: MirrorInput): MirrorResult {
+  const { stmt, mapping: m, target, st, bytes, readEdits, serverVersion } = input;
+  const tag = TAGS[stmt.kind];
+  if (!tag) return { ok: false, reason: `${stmt.kind} is not mirrored` };
+  const n = stmt.node;
+  const { toks, depth } = st;
+  if (toks.length === 0) return { ok: false, reason: 'empty statement' };
+
+  // The DML keyword: first token, or the first one after the statement's own WITH clause.
+  let dml = 0;
+  if (n.withClause) {
+    dml = -1;
+    for (let i = 1; i < toks.length; i++) {
+      if (depth[i] === 0 && isKeyword(toks[i], tag.toLowerCase()) && toks[i - 1].text === ')') {
+        dml = i;
+        break;
+      }
+    }
+  }
+  if (dml < 0 || !isKeyword(toks[dml], tag.toLowerCase())) {
+    return { ok: false, reason: 'could not locate the write in the statement text' };
+  }
+  const effEnd = toks[toks.length - 1].end;
+  const ref = quoteIdent(target.alias ?? target.name);
+  const rowType = qualified(m.old);
+  const returning = (n.returningClause?.exprs?.length ?? 0) > 0;
+
+  let keyChange = false;
+  if (tag === 'UPDATE') keyChange = assigned(n.targetList).some((c) => input.keySources.has(c));
+  if (tag === 'INSERT' && n.onConflictClause?.action === 'ONCONFLICT_UPDATE') {
+    keyChange = assigned(n.onConflictClause.targetList).some((c) => input.keySources.has(c));
+  }
+  const newStyle = keyChange && serverVersion >= 18;
+  if (keyChange && !newStyle && tag === 'INSERT') {
+    return { ok: false, reason: 'ON CONFLICT DO UPDATE of key columns needs PostgreSQL 18' };
+  }
+  if (newStyle && ['old', 'new'].includes((target.alias ?? target.name).toLowerCase())) {
+    return { ok: false, reason: 'a target named old or new hides the RETURNING old/new row' };
+  }
+
+  const image = `ROW(${ref}.*)::${rowType}`;
+  const rowExpr = newStyle ? `ARRAY[ROW(old.*)::${rowType}, ${image}]` : image;
+  const post = newStyle ? `SELECT (w.${ROW}[2]).* FROM ${W} AS w` : `SELECT (w.${ROW}).* FROM ${W} AS w`;
+
+  const edits: Edit[] = [];
+  const ctes: string[] = [];
+  let preCte = '';
+  if (keyChange) {
+    let pre: string;
+    if (newStyle) {
+      pre = `SELECT (w.${ROW}[1]).* FROM ${W} AS w`;
+    } else {
+      // Before PG 18 an UPDATE cannot return its pre-image. A locking pre-read
+      // with the same target, FROM and WHERE runs first (forced by the WHERE
+      // below); it locks exactly the rows the UPDATE then changes, so its
+      // images are the pre-images. No join back is needed: moved keys are
+      // up(pre) minus up(post).
+      const setIdx = findTopKeyword(st, 'set', dml + 1);
+      if (setIdx < 0) return { ok: false, reason: 'could not locate SET' };
+      const fromIdx = findTopKeyword(st, 'from', setIdx + 1, (i) => !isKeyword(toks[i - 1], 'distinct'));
+      const whereIdx = findTopKeyword(st, 'where', setIdx + 1);
+      const retIdx = findTopKeyword(st, 'returning', setIdx + 1);
+      const span = relationSpan(st, target.location, target.only);
+      if (!span) return { ok: false, reason: 'could not locate the target name' };
+      const whereEnd = retIdx >= 0 ? toks[retIdx].start : effEnd;
+      const targetText = spliceBytes(bytes, readEdits, span.start, toks[setIdx].start).trim();
+      const fromText =
+        fromIdx >= 0
+          ? spliceBytes(bytes, readEdits, toks[fromIdx].end, whereIdx >= 0 ? toks[whereIdx].start : whereEnd)
+          : '';
+      const whereText = whereIdx >= 0 ? spliceBytes(bytes, readEdits, toks[whereIdx].start, whereEnd) : '';
+      preCte =
+        `${PRE} AS MATERIALIZED (SELECT ${image} AS r FROM ${targetText}` +
+        `${fromText ? `, ${fromText}` : ' '}${whereText} FOR UPDATE OF ${ref}), `;
+      const gate = `(SELECT count(*) FROM ${PRE}) >= 0`;
+      if (whereIdx >= 0) {
+        edits.push({ start: toks[whereIdx].end, end: toks[whereIdx].end, text: ` ${gate} AND (` });
+        edits.push({ start: whereEnd, end: whereEnd, text: ')' });
+      } else {
+        edits.push({ start: whereEnd, end: whereEnd, text: ` WHERE ${gate} ` });
+      }
+      pre = `SELECT (p.r).* FROM ${PRE} AS p`;
+    }
+    ctes.push(`${quoteIdent('__sy_d')} AS (${deleteMovedKeysSql(m, pre, post)})`);
+  }
+  ctes.push(
+    tag === 'DELETE'
+      ? `${quoteIdent('__sy_m')} AS (${deleteByOldRowsSql(m, post)})`
+      : `${quoteIdent('__sy_m')} AS (${upsertSql(m, post)})`,
+  );
+
+  const head = `${n.withClause ? ', ' : 'WITH '}${preCte}${W} AS (`;
+  const ret = returning ? `, ${rowExpr} AS ${ROW}` : ` RETURNING ${rowExpr} AS ${ROW}`;
+  const outer = returning ? `SELECT * FROM ${W}` : `SELECT count(*) FROM ${W}`;
+  edits.unshift({ start: toks[dml].start, end: toks[dml].start, text: head });
+  edits.push({ start: effEnd, end: effEnd, text: `${ret}), ${ctes.join(', ')} ${outer}` });
+  return { ok: true, edits, tag, returning };
+}

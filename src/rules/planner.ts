@@ -1,0 +1,356 @@
+// The per-statement decision: forward, mirror a write, or switch a read. A
+// plan depends on the SQL text, the session's search_path (and role, for
+// "$user"), the kill switch, onUnmirrorable and the config version; all of
+// them are in the cache key.
+import { quoteIdent } from '../sql/ident.ts';
+import { type Node, type ParsedSql, parseSql, SqlParseError, scanTokens, type Token } from '../sql/parse.ts';
+import { PlanCache } from '../sql/plan-cache.ts';
+import { Prefilter } from '../sql/prefilter.ts';
+import { collectRefs, type TableRef } from '../sql/refs.ts';
+import { effectiveSchemas } from '../sql/search-path.ts';
+import { type Edit, spliceBytes } from '../sql/splice.ts';
+import { relationSpan, statementTokens } from '../sql/tokens.ts';
+import type { CompiledMapping } from './mapping.ts';
+import { buildMirror } from './mirror.ts';
+import { qualified } from './rowsql.ts';
+import { type RuleSet, relationKey } from './ruleset.ts';
+
+export { DEFAULT_SEARCH_PATH, parseSearchPath } from '../sql/search-path.ts';
+export { ROW_COLUMN } from './mirror.ts';
+
+export type StatementShape =
+  | { kind: 'forward' }
+  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: true }
+  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: false };
+
+export type Route = 'passthrough' | 'mirrored_write' | 'read_old' | 'read_new';
+export type UnmirroredReason = 'copy' | 'truncate' | 'where_current_of' | 'parse_error' | 'unsupported';
+
+export interface Plan {
+  /** The text to send (=== input when nothing changed). */
+  sql: string;
+  rewritten: boolean;
+  route: Route;
+  /** '' when no mapping is involved. */
+  mapping: string;
+  /**
+   * One per top-level statement, in order. When the text was not parsed (the
+   * prefilter found no mapped name) this is a single forward entry: with
+   * `rewritten` false every statement is relayed untouched anyway.
+   */
+  statements: StatementShape[];
+  unmirrored?: { mapping: string; reason: UnmirroredReason; detail?: string };
+  /** onUnmirrorable=reject: answer SQLSTATE 0A000 with this message and send nothing. */
+  reject?: { mapping: string; message: string };
+}
+
+export interface PlanContext {
+  searchPath: string[];
+  user: string;
+  killSwitch: boolean;
+  onUnmirrorable: 'passthrough' | 'reject';
+  version: number;
+}
+
+export interface SearchPathChange {
+  /** null: RESET / DEFAULT (back to the session's default). */
+  value: string[] | null;
+  local: boolean;
+}
+
+interface MappingRuntime {
+  m: CompiledMapping;
+  keySources: Set<string>;
+  /** The parenthesised subquery presenting old columns over the new table. */
+  readSubquery?: string;
+}
+
+const FORWARD: StatementShape = { kind: 'forward' };
+const FORWARD_LIST: StatementShape[] = [FORWARD];
+
+/** Old-table columns a set of SQL expressions reads (last part of each column reference). */
+function columnsRead(exprs: string[]): Set<string> {
+  const out = new Set<string>();
+  const visit = (v: Node): void => {
+    if (v === null || typeof v !== 'object') return;
+    if (Array.isArray(v)) {
+      for (const x of v) visit(x);
+      return;
+    }
+    if (v.ColumnRef) {
+      const f: Node[] = v.ColumnRef.fields ?? [];
+      const last = f[f.length - 1]?.String?.sval;
+      if (last !== undefined) out.add(last);
+      return;
+    }
+    for (const k in v) visit(v[k]);
+  };
+  for (const e of exprs) visit(parseSql(`SELECT ${e}`).statements[0]?.node);
+  return out;
+}
+
+function readSubquery(m: CompiledMapping): string | undefined {
+  if (!m.down) return undefined;
+  const down = new Map(m.down.map((d) => [d.column, d.expr]));
+  if (!m.oldColumns.every((c) => down.has(c.name))) return undefined;
+  const cols = m.oldColumns
+    .map((c) => `(${down.get(c.name)})::${c.type} AS ${quoteIdent(c.name)}`)
+    .join(', ');
+  return `(SELECT ${cols} FROM ${qualified(m.new)})`;
+}
+
+export class Planner {
+  readonly cache: PlanCache<Plan>;
+  private readonly prefilter: Prefilter;
+  private readonly oldNameFilters: { filter: Prefilter; mapping: string }[];
+  private readonly byOld = new Map<string, MappingRuntime>();
+  private readonly oldNames = new Set<string>();
+
+  constructor(
+    readonly rules: RuleSet,
+    opts: { cacheSize?: number } = {},
+  ) {
+    this.cache = new PlanCache<Plan>(opts.cacheSize ?? 5000);
+    this.prefilter = new Prefilter(rules.mappings.flatMap((m) => [m.old.name, m.new.name]));
+    this.oldNameFilters = rules.mappings.map((m) => ({
+      filter: new Prefilter([m.old.name]),
+      mapping: m.name,
+    }));
+    for (const m of rules.mappings) {
+      const keyExprs = m.key.map((k) => m.up.find((u) => u.column === k)?.expr ?? quoteIdent(k));
+      this.byOld.set(relationKey(m.old.schema, m.old.name), {
+        m,
+        keySources: columnsRead(keyExprs),
+        readSubquery: readSubquery(m),
+      });
+      this.oldNames.add(m.old.name);
+    }
+  }
+
+  plan(sql: string, ctx: PlanContext): Plan {
+    if (!this.prefilter.matches(sql)) {
+      return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
+    }
+    const key = PlanCache.key(
+      sql,
+      `${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}`,
+    );
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const plan = this.build(sql, ctx);
+    this.cache.set(key, plan);
+    return plan;
+  }
+
+  private resolve(ref: TableRef, schemas: () => string[]): MappingRuntime | undefined {
+    if (ref.cte || !this.oldNames.has(ref.name)) return undefined;
+    if (ref.schema !== undefined) return this.byOld.get(relationKey(ref.schema, ref.name));
+    for (const s of schemas()) {
+      const k = relationKey(s, ref.name);
+      if (this.rules.relations.has(k)) return this.byOld.get(k);
+    }
+    return undefined;
+  }
+
+  private build(sql: string, ctx: PlanContext): Plan {
+    let parsed: ParsedSql;
+    try {
+      parsed = parseSql(sql);
+    } catch (e) {
+      if (!(e instanceof SqlParseError)) throw e;
+      const hit = this.oldNameFilters.find((f) => f.filter.matches(sql));
+      if (!hit) return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
+      return this.unmirrorable(sql, ctx, hit.mapping, 'parse_error', e.message, FORWARD_LIST);
+    }
+    let schemasMemo: string[] | undefined;
+    const schemas = () => {
+      schemasMemo ??= effectiveSchemas(ctx.searchPath, ctx.user);
+      return schemasMemo;
+    };
+    let tokens: Token[] | undefined;
+    const allTokens = () => {
+      tokens ??= scanTokens(sql);
+      return tokens;
+    };
+
+    const edits: Edit[] = [];
+    const statements: StatementShape[] = [];
+    let route: Route = 'passthrough';
+    let mapping = '';
+    let unmirrored: Plan['unmirrored'];
+    const note = (r: Route, name: string) => {
+      const rank = { passthrough: 0, read_old: 1, read_new: 2, mirrored_write: 3 };
+      if (rank[r] > rank[route] || (rank[r] === rank[route] && mapping === '')) {
+        route = r;
+        mapping = name;
+      }
+    };
+
+    for (const stmt of parsed.statements) {
+      const info = collectRefs(stmt);
+      const resolved = info.refs
+        .map((ref) => ({ ref, rt: this.resolve(ref, schemas) }))
+        .filter((x): x is { ref: TableRef; rt: MappingRuntime } => x.rt !== undefined);
+      if (resolved.length === 0) {
+        statements.push(FORWARD);
+        continue;
+      }
+      const st = statementTokens(allTokens(), stmt.start, stmt.end);
+
+      // Switched reads.
+      const readEdits: Edit[] = [];
+      for (const { ref, rt } of resolved) {
+        if (ref.use === 'write') continue;
+        const canSwitch =
+          ref.use === 'read' &&
+          rt.m.config.reads === 'new' &&
+          rt.readSubquery !== undefined &&
+          !info.longColumnRefs.some((parts) => parts[parts.length - 1] === ref.name);
+        const span = canSwitch ? relationSpan(st, ref.location, ref.only) : undefined;
+        if (!span) {
+          note('read_old', rt.m.name);
+          continue;
+        }
+        const alias = ref.alias === undefined ? ` AS ${quoteIdent(ref.name)}` : '';
+        readEdits.push({ start: span.start, end: span.end, text: `${rt.readSubquery}${alias}` });
+        note('read_new', rt.m.name);
+      }
+
+      // Writes.
+      let shape: StatementShape = FORWARD;
+      const writes = resolved.filter((x) => x.ref.use === 'write');
+      for (const { ref, rt } of writes) {
+        const m = rt.m;
+        if (ctx.killSwitch || !m.config.dualWrite) {
+          note('passthrough', m.name);
+          continue;
+        }
+        let reason: UnmirroredReason | undefined;
+        let detail = '';
+        if (ref.form === 'copy') reason = 'copy';
+        else if (ref.form === 'truncate') reason = 'truncate';
+        else if (info.whereCurrentOf) reason = 'where_current_of';
+        else if (ref.form !== 'dml' || writes.length > 1) {
+          reason = 'unsupported';
+          detail =
+            ref.form === 'nested'
+              ? 'a write inside a WITH clause'
+              : ref.form === 'dml'
+                ? 'several writes in one statement'
+                : `${ref.form?.toUpperCase()} of a mapped table`;
+        }
+        if (reason === undefined) {
+          const r = buildMirror({
+            stmt,
+            mapping: m,
+            keySources: rt.keySources,
+            target: ref,
+            st,
+            bytes: parsed.bytes,
+            readEdits,
+            serverVersion: this.rules.serverVersion,
+          });
+          if (r.ok) {
+            edits.push(...r.edits);
+            shape = r.returning
+              ? { kind: 'mirror', tag: r.tag, returning: true }
+              : { kind: 'mirror', tag: r.tag, returning: false };
+            note('mirrored_write', m.name);
+            continue;
+          }
+          reason = 'unsupported';
+          detail = r.reason;
+        }
+        unmirrored ??= { mapping: m.name, reason, ...(detail ? { detail } : {}) };
+        note('passthrough', m.name);
+      }
+      edits.push(...readEdits);
+      statements.push(shape);
+    }
+
+    if (unmirrored && ctx.onUnmirrorable === 'reject') {
+      return this.unmirrorable(
+        sql,
+        ctx,
+        unmirrored.mapping,
+        unmirrored.reason,
+        unmirrored.detail,
+        statements.map(() => FORWARD),
+      );
+    }
+    const out = edits.length > 0 ? spliceBytes(parsed.bytes, edits) : sql;
+    return {
+      sql: out,
+      rewritten: edits.length > 0,
+      route,
+      mapping,
+      statements,
+      ...(unmirrored ? { unmirrored } : {}),
+    };
+  }
+
+  private unmirrorable(
+    sql: string,
+    ctx: PlanContext,
+    mapping: string,
+    reason: UnmirroredReason,
+    detail: string | undefined,
+    statements: StatementShape[],
+  ): Plan {
+    const plan: Plan = {
+      sql,
+      rewritten: false,
+      route: 'passthrough',
+      mapping,
+      statements,
+      unmirrored: { mapping, reason, ...(detail ? { detail } : {}) },
+    };
+    if (ctx.onUnmirrorable === 'reject') {
+      const why: Record<UnmirroredReason, string> = {
+        copy: 'COPY into a mapped table',
+        truncate: 'TRUNCATE of a mapped table',
+        where_current_of: 'WHERE CURRENT OF on a mapped table',
+        parse_error: 'SQL switchyard cannot parse',
+        unsupported: detail ?? 'this statement form',
+      };
+      plan.reject = {
+        mapping,
+        message: `switchyard: mapping ${mapping} cannot mirror ${reason === 'unsupported' ? detail || 'this statement' : why[reason]} (onUnmirrorable: reject)${reason === 'parse_error' && detail ? `: ${detail}` : ''}`,
+      };
+    }
+    return plan;
+  }
+}
+
+const SEARCH_PATH_HINT = /search_path|reset|discard/i;
+
+/** The search_path change a simple-Query or Parse text makes, if any (the last one wins). */
+export function searchPathChange(sql: string): SearchPathChange | undefined {
+  if (!SEARCH_PATH_HINT.test(sql)) return undefined;
+  let parsed: ParsedSql;
+  try {
+    parsed = parseSql(sql);
+  } catch {
+    return undefined;
+  }
+  let out: SearchPathChange | undefined;
+  for (const s of parsed.statements) {
+    if (s.kind === 'DiscardStmt' && s.node.target === 'DISCARD_ALL') {
+      out = { value: null, local: false };
+      continue;
+    }
+    if (s.kind !== 'VariableSetStmt') continue;
+    const n = s.node;
+    const local = n.is_local === true;
+    if (n.kind === 'VAR_RESET_ALL') out = { value: null, local: false };
+    else if (n.name !== 'search_path') continue;
+    else if (n.kind === 'VAR_RESET' || n.kind === 'VAR_SET_DEFAULT') out = { value: null, local };
+    else if (n.kind === 'VAR_SET_VALUE') {
+      const value = (n.args ?? [])
+        .map((a: Node) => a.A_Const?.sval?.sval)
+        .filter((x: unknown) => x !== undefined);
+      out = { value, local };
+    }
+  }
+  return out;
+}
