@@ -62,7 +62,13 @@ export class ProgressReporter {
 
   constructor(
     private readonly snapshot: () => ProgressSnapshot,
-    private readonly out: { tty: boolean; stream: NodeJS.WriteStream; log: Logger; intervalMs: number },
+    private readonly out: {
+      tty: boolean;
+      stream: NodeJS.WriteStream;
+      log: Logger;
+      intervalMs: number;
+      message?: string;
+    },
   ) {}
 
   start(): void {
@@ -87,7 +93,7 @@ export class ProgressReporter {
           etaSeconds: p.etaSeconds === undefined ? null : Math.round(p.etaSeconds),
           ...(p.note ? { note: p.note } : {}),
         },
-        'backfill progress',
+        this.out.message ?? 'backfill progress',
       );
     }
   }

@@ -1,4 +1,175 @@
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write('switchyard verify: not available yet\n');
-  return 2;
+// `switchyard verify`: prove new = up(old), or say exactly where it is not.
+import { once } from 'node:events';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { connect } from '../backfill/connect.ts';
+import { KeyError } from '../backfill/keys.ts';
+import { ProgressReporter, RateMeter } from '../backfill/progress.ts';
+import { loadMapping, positiveInt, SetupError, serveMetrics } from '../backfill/setup.ts';
+import { ConfigError } from '../config/load.ts';
+import { createLogger } from '../log.ts';
+import { qualified } from '../rules/rowsql.ts';
+import { DEFAULT_VERIFY_OPTIONS, type Drift, type VerifyOptions, verifyMapping } from '../verify/compare.ts';
+import { parseArgs, UsageError } from './args.ts';
+
+const USAGE = `Usage: switchyard verify --config FILE --mapping NAME [--repair] [--out FILE] [options]
+
+Compares up(old) with new in key-ordered chunks, in one consistent snapshot,
+without blocking writers, and reports every missing, extra and different row.
+
+  --repair            fix exactly the rows found (same statements as the mirror and
+                      backfill), then compare those rows again
+  --out FILE          write every drifted row as a JSON line
+  --show N            drifted rows listed on stdout (default 10)
+  --chunk-rows N      old rows per compared chunk (default ${DEFAULT_VERIFY_OPTIONS.chunkRows})
+  --metrics-port N    serve Prometheus /metrics on 127.0.0.1:N while running
+  --progress-interval-ms N  JSON progress line interval when not on a terminal (default 5000)
+
+Exit status: 0 new matches up(old) (after --repair: every drifted row repaired),
+1 drift found (and, with --repair, not all of it repaired), 2 error.
+`;
+
+const OPTIONS = {
+  config: { type: 'string' },
+  mapping: { type: 'string' },
+  repair: { type: 'boolean' },
+  out: { type: 'string' },
+  show: { type: 'string' },
+  'chunk-rows': { type: 'string' },
+  'metrics-port': { type: 'string' },
+  'progress-interval-ms': { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function describe(d: Drift): string {
+  const key = JSON.stringify(d.key);
+  if (d.kind !== 'different') return `  ${d.kind.padEnd(9)} ${key}`;
+  const cols = (d.columns ?? [])
+    .slice(0, 3)
+    .map((c) => `${c}: ${JSON.stringify(d.actual?.[c])} (expected ${JSON.stringify(d.expected?.[c])})`)
+    .join('; ');
+  return `  ${d.kind.padEnd(9)} ${key} ${cols}`;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let values: ReturnType<typeof parseArgs<typeof OPTIONS>>['values'];
+  try {
+    ({ values } = parseArgs(argv, OPTIONS));
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`switchyard verify: ${e.message}\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (!values.config || !values.mapping) {
+    process.stderr.write(`switchyard verify: --config and --mapping are required\n${USAGE}`);
+    return 2;
+  }
+  const tty = process.stderr.isTTY === true;
+  const log = createLogger(values['log-level'] ?? 'info', { destination: 2, pretty: tty });
+  let out: WriteStream | undefined;
+  try {
+    const opts: VerifyOptions = {
+      ...DEFAULT_VERIFY_OPTIONS,
+      repair: values.repair === true,
+      chunkRows: positiveInt('--chunk-rows', values['chunk-rows']) ?? DEFAULT_VERIFY_OPTIONS.chunkRows,
+    };
+    const show = positiveInt('--show', values.show, 0) ?? 10;
+    const metricsPort = positiveInt('--metrics-port', values['metrics-port'], 0);
+    const progressInterval = positiveInt('--progress-interval-ms', values['progress-interval-ms']) ?? 5000;
+    const { mapping, clientConfig } = await loadMapping(values.config, values.mapping, 'switchyard-verify');
+    if (values.out) {
+      out = createWriteStream(values.out);
+      await once(out, 'open');
+    }
+    const metricsServer = metricsPort === undefined ? undefined : await serveMetrics(metricsPort);
+
+    const c = await connect(clientConfig);
+    const est = await c.query(
+      `SELECT greatest(reltuples, 0)::float8 AS n FROM pg_class WHERE oid = $1::regclass`,
+      [qualified(mapping.old)],
+    );
+    await c.end();
+    const estimated: number = est.rows[0].n;
+
+    const listed: Drift[] = [];
+    let rowsSeen = 0;
+    const rate = new RateMeter();
+    const reporter = new ProgressReporter(
+      () => {
+        const r = rate.rate();
+        return {
+          rows: rowsSeen,
+          inserted: 0,
+          total: Math.max(estimated, rowsSeen),
+          rate: r,
+          etaSeconds: r > 0 ? Math.max(0, estimated - rowsSeen) / r : undefined,
+        };
+      },
+      { tty, stream: process.stderr, log, intervalMs: progressInterval, message: 'verify progress' },
+    );
+    reporter.start();
+    let result: Awaited<ReturnType<typeof verifyMapping>>;
+    try {
+      result = await verifyMapping(mapping, clientConfig, opts, log, {
+        onDrift: async (d) => {
+          if (listed.length < show) listed.push(d);
+          if (
+            out &&
+            !out.write(`${JSON.stringify({ mapping: mapping.name, ...d, keyValues: undefined })}\n`)
+          ) {
+            await once(out, 'drain');
+          }
+        },
+        onChunk: (r) => {
+          rowsSeen = r.oldRows;
+          rate.add(rowsSeen);
+        },
+      });
+    } finally {
+      reporter.stop();
+      metricsServer?.close();
+    }
+    if (out) {
+      out.end();
+      await once(out, 'finish');
+    }
+    const total = result.drift.missing + result.drift.extra + result.drift.different;
+    const lines = [
+      `verify ${mapping.name}: ${qualified(mapping.old)} -> ${qualified(mapping.new)}: ${result.oldRows} old rows in ${result.chunks} chunks, ${result.chunksDiffer} differ (${(result.elapsedMs / 1000).toFixed(1)}s)`,
+    ];
+    if (total === 0) {
+      lines.push('  no drift: new matches up(old)');
+    } else {
+      lines.push(
+        `  drift: ${total} rows (missing ${result.drift.missing}, extra ${result.drift.extra}, different ${result.drift.different})`,
+      );
+      for (const d of listed) lines.push(describe(d));
+      if (total > listed.length)
+        lines.push(`  ... ${total - listed.length} more${values.out ? '' : ' (use --out FILE for all)'}`);
+      if (opts.repair)
+        lines.push(`  repaired: ${result.repaired}, still different after repair: ${result.unrepaired}`);
+      if (values.out) lines.push(`  all drifted rows: ${values.out}`);
+    }
+    process.stdout.write(`${lines.join('\n')}\n`);
+    log.info({ mapping: mapping.name, ...result }, 'verify finished');
+    if (total === 0) return 0;
+    return opts.repair && result.unrepaired === 0 ? 0 : 1;
+  } catch (e) {
+    out?.destroy();
+    if (e instanceof SetupError || e instanceof ConfigError || e instanceof KeyError) {
+      process.stderr.write(`switchyard verify: ${e.message}\n`);
+      return 2;
+    }
+    log.error({ err: e }, 'verify failed');
+    process.stderr.write(`switchyard verify: ${(e as Error).message}\n`);
+    return 2;
+  } finally {
+    log.flush?.();
+  }
 }
