@@ -18,11 +18,14 @@ export function buildJsonSchema(): Record<string, unknown> {
   const schema = z.toJSONSchema(configSchema, {
     target: 'draft-07',
     io: 'input',
-    // Refinements are code and zod cannot export them; the two that JSON
-    // Schema can say are restated here so an editor flags them too. (Duplicate
-    // mapping names and key columns without an up expression stay loader-only.)
+    // Refinements are code and zod cannot export them; those JSON Schema can
+    // say are restated here so an editor flags them too. (Duplicate mapping
+    // names and key columns without an up expression stay loader-only.)
+    // test/unit/schema-config.test.ts checks both sides reject the same files.
     override: ({ zodSchema, jsonSchema }) => {
       const js = jsonSchema as Record<string, unknown>;
+      // The config's only records are the up/down column maps, refined to be non-empty.
+      if (zodSchema._zod.def.type === 'record') js.minProperties = 1;
       if (zodSchema === upstreamSchema) {
         js.anyOf = [{ required: ['url'] }, { required: ['host'] }];
       }
