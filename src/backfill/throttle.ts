@@ -20,20 +20,21 @@ export interface LagSource {
 }
 
 /**
- * Lag as the primary sees it in pg_stat_replication. replay_lag is only
- * refreshed when the standby replays something, so a standby that stopped
- * replaying would look frozen at its last value; while a standby's replay
- * position trails what was sent, the lag is at least the time since replay
- * last moved, which the sampled reply_time tracks.
+ * Lag as the primary sees it in pg_stat_replication. A standby that has
+ * replayed everything sent to it is not behind, whatever replay_lag still
+ * shows from its last burst. One that is behind lags by at least replay_lag,
+ * and, since replay_lag only moves when replay does, by at least the time its
+ * replay position has stood still (a paused or stuck standby).
  */
 export class PrimaryLagSource implements LagSource {
-  private stuckSince = new Map<string, { lsn: string; at: number }>();
+  /** By walsender pid: standbys often share an application_name. */
+  private stuckSince = new Map<number, { lsn: string; at: number }>();
 
   constructor(private readonly client: pg.Client) {}
 
   async read(): Promise<LagReading> {
     const r = await this.client.query(
-      `SELECT coalesce(nullif(application_name, ''), client_addr::text, pid::text) AS name,
+      `SELECT pid, coalesce(nullif(application_name, ''), client_addr::text, pid::text) AS name,
               coalesce(EXTRACT(EPOCH FROM replay_lag) * 1000, 0)::float8 AS lag_ms,
               replay_lsn::text AS replay_lsn,
               (replay_lsn IS NULL OR replay_lsn < sent_lsn) AS behind
@@ -41,17 +42,18 @@ export class PrimaryLagSource implements LagSource {
     );
     const now = Date.now();
     let worst: LagReading = { lagMs: 0, source: 'primary', replicas: r.rows.length };
-    const seen = new Set<string>();
+    const seen = new Set<number>();
     for (const row of r.rows) {
-      seen.add(row.name);
-      let lag: number = row.lag_ms;
+      seen.add(row.pid);
+      let lag = 0;
       if (row.behind) {
-        const prev = this.stuckSince.get(row.name);
+        lag = row.lag_ms;
+        const prev = this.stuckSince.get(row.pid);
         if (!prev || prev.lsn !== row.replay_lsn)
-          this.stuckSince.set(row.name, { lsn: row.replay_lsn, at: now });
+          this.stuckSince.set(row.pid, { lsn: row.replay_lsn, at: now });
         else lag = Math.max(lag, now - prev.at);
       } else {
-        this.stuckSince.delete(row.name);
+        this.stuckSince.delete(row.pid);
       }
       if (lag > worst.lagMs) worst = { lagMs: lag, source: row.name, replicas: r.rows.length };
     }

@@ -186,6 +186,92 @@ export class LocalCluster {
     }
     await fs.rm(this.dataDir, { recursive: true, force: true });
   }
+
+  /**
+   * A hot standby of `primary`, streaming through a physical replication slot.
+   * The base backup is pg_basebackup when the primary's bin directory has it
+   * (system installs); the embedded binaries ship only initdb/pg_ctl/postgres,
+   * so there it is the same backup done by hand: pg_backup_start(), copy the
+   * data directory, pg_backup_stop() and its backup_label.
+   */
+  static async startStandby(
+    primary: LocalCluster,
+    opts: { settings?: Record<string, string | number> } = {},
+  ): Promise<LocalCluster> {
+    const port = await freePort();
+    const dataDir = await fs.mkdtemp(path.join(path.dirname(primary.dataDir), 'sy-standby-'));
+    if (isRoot()) execFileSync('chown', [OS_USER, dataDir]);
+    await fs.chmod(dataDir, 0o700);
+    const slot = `sy_standby_${port}`;
+    await primary.psqlSuper(`SELECT pg_create_physical_replication_slot('${slot}', true)`);
+    const basebackup = path.join(primary.binDir, 'pg_basebackup');
+    if (existsSync(basebackup)) {
+      await runPg(basebackup, [
+        ...['-h', primary.host, '-p', String(primary.port), '-U', 'postgres'],
+        ...['-D', dataDir, '-X', 'stream', '-S', slot, '-c', 'fast'],
+      ]);
+    } else {
+      await lowLevelBaseBackup(primary, dataDir);
+    }
+    const conninfo = `host=${primary.host} port=${primary.port} user=postgres application_name=sy_standby_${port}`;
+    const settings: Record<string, string | number> = {
+      port,
+      unix_socket_directories: `'${dataDir}'`,
+      hot_standby: 'on',
+      primary_conninfo: `'${conninfo}'`,
+      primary_slot_name: `'${slot}'`,
+      ...opts.settings,
+    };
+    const conf = Object.entries(settings)
+      .map(([k, v]) => `${k} = ${v}`)
+      .join('\n');
+    await fs.appendFile(path.join(dataDir, 'postgresql.conf'), `\n${conf}\n`);
+    await fs.writeFile(path.join(dataDir, 'standby.signal'), '');
+    if (isRoot()) execFileSync('chown', ['-R', OS_USER, dataDir]);
+    const standby = new LocalCluster(primary.binDir, dataDir, port, primary.version);
+    await standby.pgctl(['start', '-w', '-t', '60', '-l', path.join(dataDir, 'server.log')]);
+    return standby;
+  }
+}
+
+/** pg_backup_start / copy / pg_backup_stop: a base backup with nothing but SQL and file copies. */
+async function lowLevelBaseBackup(primary: LocalCluster, dataDir: string): Promise<void> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: primary.url() });
+  await client.connect();
+  try {
+    // The backup session must stay open from start to stop (non-exclusive backup).
+    await client.query(`SELECT pg_backup_start('switchyard standby', true)`);
+    const skip = new Set([
+      'postmaster.pid',
+      'postmaster.opts',
+      'server.log',
+      'backup_label',
+      'standby.signal',
+    ]);
+    await fs.cp(primary.dataDir, dataDir, {
+      recursive: true,
+      filter: (src) => {
+        const rel = path.relative(primary.dataDir, src);
+        if (rel === '') return true;
+        if (skip.has(rel)) return false;
+        // WAL and slot state come from streaming, not from the copy; keep the directories.
+        for (const dir of ['pg_wal', 'pg_replslot']) {
+          if (rel.startsWith(`${dir}${path.sep}`) && rel !== path.join('pg_wal', 'archive_status'))
+            return false;
+        }
+        return !src.endsWith('.s.PGSQL') && !path.basename(src).startsWith('.s.PGSQL.');
+      },
+    });
+    const stop = await client.query<{ labelfile: string; spcmapfile: string | null }>(
+      'SELECT labelfile, spcmapfile FROM pg_backup_stop(false)',
+    );
+    await fs.writeFile(path.join(dataDir, 'backup_label'), stop.rows[0].labelfile);
+    if (stop.rows[0].spcmapfile)
+      await fs.writeFile(path.join(dataDir, 'tablespace_map'), stop.rows[0].spcmapfile);
+  } finally {
+    await client.end();
+  }
 }
 
 async function writeHba(dataDir: string): Promise<void> {
