@@ -6,10 +6,10 @@ import { quoteIdent } from '../sql/ident.ts';
 import { type Node, type ParsedSql, parseSql, SqlParseError, scanTokens, type Token } from '../sql/parse.ts';
 import { PlanCache } from '../sql/plan-cache.ts';
 import { Prefilter } from '../sql/prefilter.ts';
-import { collectRefs, type TableRef } from '../sql/refs.ts';
+import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
 import { effectiveSchemas } from '../sql/search-path.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
-import { relationSpan, statementTokens } from '../sql/tokens.ts';
+import { indexAt, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
 import type { CompiledMapping } from './mapping.ts';
 import { buildMirror } from './mirror.ts';
 import { qualified } from './rowsql.ts';
@@ -152,6 +152,48 @@ export class Planner {
     return undefined;
   }
 
+  /**
+   * The edits that make one read reference use the new table, or undefined
+   * when the statement names the table in a way a subquery cannot stand in
+   * for (the read then stays on the old table, which dual-write keeps exact).
+   */
+  private switchRead(
+    ref: TableRef,
+    rt: MappingRuntime,
+    info: StatementRefs,
+    st: StatementTokens,
+  ): Edit[] | undefined {
+    if (rt.readSubquery === undefined) return undefined;
+    const refname = ref.alias ?? ref.name;
+    // A bare alias in an expression is a whole-row value: its type would change from the table's row type.
+    if (info.bareNames.has(refname) && !rt.m.oldColumns.some((c) => c.name === refname)) return undefined;
+    // Another unaliased relation of the same name (other schema) would clash with the subquery's alias.
+    if (
+      ref.alias === undefined &&
+      info.refs.some((r) => r !== ref && r.alias === undefined && r.name === ref.name && r.use !== 'write')
+    ) {
+      return undefined;
+    }
+    const span = relationSpan(st, ref.location, ref.only);
+    if (!span) return undefined;
+    const edits: Edit[] = [
+      {
+        start: span.start,
+        end: span.end,
+        text: `${rt.readSubquery}${ref.alias === undefined ? ` AS ${quoteIdent(ref.name)}` : ''}`,
+      },
+    ];
+    // schema.table.column: the subquery is known by its alias only, so drop the schema part.
+    for (const lr of info.longColumnRefs) {
+      if (lr.parts[lr.parts.length - 1] !== ref.name) continue;
+      if (ref.alias !== undefined || lr.parts.length !== 2) return undefined;
+      const i = indexAt(st, lr.location);
+      if (i < 0 || st.toks[i + 1]?.text !== '.') return undefined;
+      edits.push({ start: st.toks[i].start, end: st.toks[i + 2].start, text: '' });
+    }
+    return edits;
+  }
+
   private build(sql: string, ctx: PlanContext): Plan {
     let parsed: ParsedSql;
     try {
@@ -201,18 +243,13 @@ export class Planner {
       const readEdits: Edit[] = [];
       for (const { ref, rt } of resolved) {
         if (ref.use === 'write') continue;
-        const canSwitch =
-          ref.use === 'read' &&
-          rt.m.config.reads === 'new' &&
-          rt.readSubquery !== undefined &&
-          !info.longColumnRefs.some((parts) => parts[parts.length - 1] === ref.name);
-        const span = canSwitch ? relationSpan(st, ref.location, ref.only) : undefined;
-        if (!span) {
+        const edits =
+          ref.use === 'read' && rt.m.config.reads === 'new' ? this.switchRead(ref, rt, info, st) : undefined;
+        if (!edits) {
           note('read_old', rt.m.name);
           continue;
         }
-        const alias = ref.alias === undefined ? ` AS ${quoteIdent(ref.name)}` : '';
-        readEdits.push({ start: span.start, end: span.end, text: `${rt.readSubquery}${alias}` });
+        readEdits.push(...edits);
         note('read_new', rt.m.name);
       }
 

@@ -27,8 +27,10 @@ export interface StatementRefs {
   refs: TableRef[];
   /** The statement uses `WHERE CURRENT OF`. */
   whereCurrentOf: boolean;
-  /** Column references of 3+ parts (schema.table.column) by their leading parts, lower level first. */
-  longColumnRefs: string[][];
+  /** Column references of 3+ parts (schema.table.column): the parts before the column, and where they start. */
+  longColumnRefs: { parts: string[]; location: number }[];
+  /** Names used as one-part column references (a bare table alias there is a whole-row reference). */
+  bareNames: Set<string>;
 }
 
 interface Scope {
@@ -55,7 +57,8 @@ function sval(n: Node): string | undefined {
 class Collector {
   refs: TableRef[] = [];
   whereCurrentOf = false;
-  longColumnRefs: string[][] = [];
+  longColumnRefs: { parts: string[]; location: number }[] = [];
+  bareNames = new Set<string>();
   /** Set while walking a statement whose references are never rewritten. */
   forceOther = false;
 
@@ -110,11 +113,12 @@ class Collector {
         return;
       case 'ColumnRef': {
         const f: Node[] = n.fields ?? [];
-        if (f.length >= 3) {
-          const parts = f.map(sval);
-          if (parts.every((p) => p !== undefined) || f[f.length - 1]?.A_Star) {
-            this.longColumnRefs.push(parts.slice(0, -1).filter((p): p is string => p !== undefined));
-          }
+        if (f.length === 1) {
+          const name = sval(f[0]);
+          if (name !== undefined) this.bareNames.add(name);
+        } else if (f.length >= 3) {
+          const parts = f.slice(0, -1).map((x) => sval(x) ?? '');
+          this.longColumnRefs.push({ parts, location: n.location });
         }
         return;
       }
@@ -257,5 +261,10 @@ export function collectRefs(stmt: ParsedStatement): StatementRefs {
       c.forceOther = true;
       c.walk(n, undefined);
   }
-  return { refs: c.refs, whereCurrentOf: c.whereCurrentOf, longColumnRefs: c.longColumnRefs };
+  return {
+    refs: c.refs,
+    whereCurrentOf: c.whereCurrentOf,
+    longColumnRefs: c.longColumnRefs,
+    bareNames: c.bareNames,
+  };
 }
