@@ -10,8 +10,14 @@ import { VERSION } from '../version.ts';
 import { metrics, registry } from './metrics.ts';
 import type { AdminStatus } from './status.ts';
 
+/** What the admin endpoint uses of a ConfigStore, whatever its compiled rules type. */
+export type AdminStore = Pick<
+  ConfigStore<unknown>,
+  'current' | 'killSwitch' | 'killSwitchOverride' | 'setKillSwitchOverride'
+>;
+
 export interface AdminDeps {
-  store: ConfigStore;
+  store: AdminStore;
   /** Open client connections. */
   connections(): number;
   draining(): boolean;
