@@ -28,6 +28,8 @@ export interface ClusterOptions {
   /** Extra postgresql.conf settings. */
   settings?: Record<string, string | number>;
   log?: (line: string) => void;
+  /** Where the data directory is created (default: the OS temp dir); must be reachable by the server's OS user. */
+  parentDir?: string;
 }
 
 export async function embeddedBinDir(): Promise<string> {
@@ -95,7 +97,7 @@ export class LocalCluster {
     const binDir = opts.binDir ?? (await embeddedBinDir());
     const port = opts.port ?? (await freePort());
     // Short path: the Unix socket lives in the data directory (108-byte limit).
-    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'sy-pg-'));
+    const dataDir = await fs.mkdtemp(path.join(opts.parentDir ?? os.tmpdir(), 'sy-pg-'));
     if (isRoot()) {
       ensureOsUser();
       execFileSync('chown', [OS_USER, dataDir]);
