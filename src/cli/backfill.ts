@@ -171,6 +171,7 @@ export async function run(argv: string[]): Promise<number> {
       throttledSeconds: Math.round(stats.throttledMs / 100) / 10,
       seconds: Math.round(stats.elapsedMs / 100) / 10,
       rowsPerSecond: stats.elapsedMs > 0 ? Math.round((stats.rowsScanned * 1000) / stats.elapsedMs) : 0,
+      peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
     };
     log.info(summary, `backfill ${stats.outcome}`);
     const messages: Record<typeof stats.outcome, string> = {

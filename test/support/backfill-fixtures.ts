@@ -1,0 +1,136 @@
+// Tables, configs and CLI runs shared by the backfill and verify tests.
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type pg from 'pg';
+import { parseConfigText } from '../../src/config/load.ts';
+import type { Config } from '../../src/config/schema.ts';
+import type { CompiledMapping } from '../../src/rules/mapping.ts';
+import { qualified, upTypedSelect } from '../../src/rules/rowsql.ts';
+import { compileRules, upstreamClientConfig } from '../../src/rules/ruleset.ts';
+
+export const ROOT = path.resolve(import.meta.dirname, '../..');
+
+/** users -> users_v2: rename, computed merge, int -> bigint key. */
+export const USERS_MAPPING = `
+  - name: users
+    old: public.users
+    new: public.users_v2
+    key: [id]
+    up:
+      id: id
+      email: lower(email)
+      full_name: first_name || ' ' || last_name
+      version: version
+`;
+
+export async function createUsers(q: (sql: string) => Promise<unknown>, rows: number): Promise<void> {
+  await q(`
+    CREATE TABLE users (id int PRIMARY KEY, email text, first_name text, last_name text, version int NOT NULL DEFAULT 0);
+    CREATE TABLE users_v2 (id bigint PRIMARY KEY, email text, full_name text, version int NOT NULL,
+                           migrated_at timestamptz DEFAULT now());
+    INSERT INTO users SELECT g, 'User' || g || '@Example.com', 'first' || g, 'last' || g FROM generate_series(1, ${rows}) g;
+    ANALYZE users;`);
+}
+
+/** order_lines -> order_lines_v2: a composite key, renamed key column, a type change with a cast. */
+export const LINES_MAPPING = `
+  - name: lines
+    old: order_lines
+    new: order_lines_v2
+    key: [order_id, line]
+    up:
+      order_id: order_id
+      line: line_no
+      sku: upper(sku)
+      quantity: qty::numeric(10,2)
+`;
+
+export async function createLines(q: (sql: string) => Promise<unknown>, orders: number, perOrder: number) {
+  await q(`
+    CREATE TABLE order_lines (order_id int, line_no smallint, sku text, qty int, PRIMARY KEY (order_id, line_no));
+    CREATE TABLE order_lines_v2 (order_id bigint, line int, sku text, quantity numeric(10,2),
+                                 PRIMARY KEY (order_id, line));
+    INSERT INTO order_lines SELECT o, l, 'sku-' || (o * l % 97), o % 13 + l
+      FROM generate_series(1, ${orders}) o, generate_series(1, ${perOrder}) l;
+    ANALYZE order_lines;`);
+}
+
+export interface Fixture {
+  dir: string;
+  configPath: string;
+  config: Config;
+  mappings: Map<string, CompiledMapping>;
+  clientConfig: pg.ClientConfig;
+  cleanup(): Promise<void>;
+}
+
+export async function writeConfig(url: string, mappingsYaml: string): Promise<Fixture> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sy-bf-'));
+  const text = `upstream:\n  url: ${url}\nmappings:${mappingsYaml}`;
+  const configPath = path.join(dir, 'switchyard.yaml');
+  await fs.writeFile(configPath, text);
+  const config = parseConfigText(text);
+  const rules = await compileRules(config);
+  return {
+    dir,
+    configPath,
+    config,
+    mappings: new Map(rules.mappings.map((m) => [m.name, m])),
+    clientConfig: upstreamClientConfig(config, { application_name: 'switchyard-test' }),
+    cleanup: () => fs.rm(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Rows in exactly one of up(old) and new (over the up columns): 0 means new = up(old). */
+export async function mismatches(
+  q: (sql: string) => Promise<{ rows: { n: number }[] }>,
+  m: CompiledMapping,
+): Promise<number> {
+  const up = upTypedSelect(m, `SELECT * FROM ${qualified(m.old)}`);
+  const cols = m.up.map((u) => `"${u.column}"`).join(', ');
+  const nw = `SELECT ${cols} FROM ${qualified(m.new)}`;
+  const r = await q(`SELECT ((SELECT count(*) FROM (${up} EXCEPT ALL ${nw}) a) +
+                             (SELECT count(*) FROM (${nw} EXCEPT ALL ${up}) b))::int AS n`);
+  return r.rows[0].n;
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function spawnCli(args: string[]): { child: ChildProcess; done: Promise<CliResult> } {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/switchyard.js'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
+  const done = new Promise<CliResult>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return { child, done };
+}
+
+export function runCli(args: string[]): Promise<CliResult> {
+  return spawnCli(args).done;
+}
+
+/** The JSON log lines of a CLI run (stderr when not on a terminal). */
+export function logLines(stderr: string): Record<string, unknown>[] {
+  return stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l));
+}
