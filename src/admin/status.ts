@@ -61,13 +61,25 @@ export function formatTable(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
-/** The /status document as a few lines and a mapping table. */
-export function renderStatus(s: AdminStatus): string {
+/** The /readyz answer: ready, or why not. */
+export interface Readiness {
+  ready: boolean;
+  reason?: string;
+}
+
+/** The /status document as a few lines and a mapping table; readiness when known. */
+export function renderStatus(s: AdminStatus, readiness?: Readiness): string {
   const ks = s.killSwitch;
   const ksDetail = `config ${onOff(ks.config)}, override ${ks.override === null ? 'none' : onOff(ks.override)}`;
+  const ready =
+    readiness === undefined
+      ? ''
+      : readiness.ready
+        ? '  ready'
+        : `  NOT READY (${readiness.reason ?? 'unknown'})`;
   const lines = [
-    `switchyard ${s.version}  up ${formatDuration(s.uptimeSeconds)}  connections ${s.connections}${
-      s.draining ? '  DRAINING' : ''
+    `switchyard ${s.version}  up ${formatDuration(s.uptimeSeconds)}  connections ${s.connections}${ready}${
+      s.draining && !ready.includes('draining') ? '  DRAINING' : ''
     }`,
     `config      version ${s.config.version}  sha256 ${s.config.hash.slice(0, 12)}  loaded ${s.config.loadedAt}${
       s.config.path ? `  ${s.config.path}` : ''

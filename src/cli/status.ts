@@ -1,6 +1,6 @@
 // `switchyard status [--admin URL] [--json]`: the running proxy's /status, as a
 // table for a person or as JSON for scripts.
-import { type AdminStatus, renderStatus } from '../admin/status.ts';
+import { type AdminStatus, type Readiness, renderStatus } from '../admin/status.ts';
 import { parseArgs, UsageError } from './args.ts';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9187';
@@ -10,12 +10,26 @@ const USAGE = `Usage: switchyard status [--admin URL] [--json]
 
   --admin URL   admin endpoint of the running proxy (default ${DEFAULT_ADMIN_URL})
   --json        print the /status document as JSON
+
+The admin URL can also come from SWITCHYARD_ADMIN_URL. Exit status 2 when the
+admin endpoint cannot be reached or does not answer.
 `;
 
 function describeFetchError(e: unknown): string {
   const err = e as Error & { cause?: { code?: string; message?: string } };
   if (err.name === 'TimeoutError') return `no answer within ${TIMEOUT_MS / 1000}s`;
   return err.cause?.code ?? err.cause?.message ?? err.message;
+}
+
+/** /readyz for the table's first line; undefined if it cannot be read (the table still prints). */
+async function readiness(base: string): Promise<Readiness | undefined> {
+  try {
+    const res = await fetch(new URL('/readyz', base), { signal: AbortSignal.timeout(TIMEOUT_MS) });
+    const body = (await res.json()) as { ready?: boolean; reason?: string };
+    return { ready: res.status === 200 && body.ready === true, reason: body.reason };
+  } catch {
+    return undefined;
+  }
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -71,6 +85,10 @@ export async function run(argv: string[]): Promise<number> {
     );
     return 2;
   }
-  process.stdout.write(values.json ? `${JSON.stringify(status, null, 2)}\n` : renderStatus(status));
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
+    return 0;
+  }
+  process.stdout.write(renderStatus(status, await readiness(base)));
   return 0;
 }

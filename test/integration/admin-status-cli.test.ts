@@ -62,7 +62,7 @@ describe('switchyard status', () => {
     const r = await cli(['--admin', base]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^switchyard \d+\.\d+\.\d+ {2}up \d+s {2}connections 3$/m);
+    expect(r.stdout).toMatch(/^switchyard \d+\.\d+\.\d+ {2}up \d+s {2}connections 3 {2}ready$/m);
     expect(r.stdout).toContain('sha256 bbbbbbbbbbbb');
     expect(r.stdout).toMatch(/^MAPPING +OLD +NEW +DUAL-WRITE +MIRRORING +READS$/m);
     expect(r.stdout).toMatch(/^users-full-name +public\.users +public\.users_v2 +on +yes +new$/m);

@@ -58,6 +58,22 @@ describe('renderStatus', () => {
     expect(out).toMatch(/users-full-name .* on +no \(kill switch\) +new/);
   });
 
+  it('shows readiness when it is known', () => {
+    expect(renderStatus(status, { ready: true }).split('\n')[0]).toBe(
+      'switchyard 0.1.0  up 1h02m05s  connections 12  ready',
+    );
+    expect(renderStatus(status, { ready: false, reason: 'upstream unreachable' }).split('\n')[0]).toBe(
+      'switchyard 0.1.0  up 1h02m05s  connections 12  NOT READY (upstream unreachable)',
+    );
+    const draining = renderStatus(
+      { ...status, draining: true },
+      { ready: false, reason: 'draining: shutting down' },
+    );
+    expect(draining.split('\n')[0]).toBe(
+      'switchyard 0.1.0  up 1h02m05s  connections 12  NOT READY (draining: shutting down)',
+    );
+  });
+
   it('says so when there are no mappings', () => {
     expect(renderStatus({ ...status, mappings: [] })).toContain('no mappings');
   });
