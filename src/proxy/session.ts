@@ -88,6 +88,8 @@ export class Session {
   private startupTimer?: NodeJS.Timeout;
   private clientScanner?: MessageScanner;
   private serverScanner?: MessageScanner;
+  /** Client bytes that followed the startup packet before the upstream connection was up. */
+  private early?: Buffer;
   private queue = new ReplyQueue();
   /** Transaction status from the last ReadyForQuery: I, T or E. */
   txStatus = 0x49;
@@ -152,7 +154,11 @@ export class Session {
         this.onStartupData(chunk);
         return;
       }
-      this.forward(this.upstream!, this.client, this.clientScanner!.push(chunk));
+      if (!this.clientScanner) {
+        this.holdEarly(chunk);
+        return;
+      }
+      this.forward(this.upstream!, this.client, this.clientScanner.push(chunk));
     } catch (e) {
       this.protocolFailure(e);
     }
@@ -197,10 +203,20 @@ export class Session {
         'bad_startup',
       );
     }
-    if (this.startupBuf.length > 0) {
-      throw new ProtocolError('unexpected data after the startup packet', 'bad_startup');
-    }
+    const rest = this.startupBuf;
+    this.startupBuf = Buffer.alloc(0);
     this.onStartupMessage(startup, Buffer.from(packet));
+    if (rest.length > 0) this.holdEarly(Buffer.from(rest));
+  }
+
+  /**
+   * A client may pipeline messages right after its startup packet, before the
+   * upstream connection exists: hold them (and stop reading) until it does,
+   * then relay them in order, as Postgres reads them from its socket buffer.
+   */
+  private holdEarly(chunk: Buffer): void {
+    this.early = this.early ? Buffer.concat([this.early, chunk]) : chunk;
+    this.client.pause();
   }
 
   private upgradeClient(): void {
@@ -293,6 +309,16 @@ export class Session {
       up.on('error', (err) => this.upstreamLost(err.message));
       up.on('close', () => this.upstreamLost('upstream closed'));
       up.write(packet);
+      const early = this.early;
+      this.early = undefined;
+      if (early) {
+        this.client.resume();
+        try {
+          this.forward(up, this.client, this.clientScanner.push(early));
+        } catch (e) {
+          this.protocolFailure(e);
+        }
+      }
     });
   }
 
