@@ -46,6 +46,7 @@ export interface AdminServer {
 /** A readiness probe must answer before the kubelet's own timeout (1s by default). */
 const READY_CHECK_TIMEOUT_MS = 900;
 const MAX_BODY_BYTES = 4096;
+const READY_REFRESH_MS = 10_000;
 
 /** 127.0.0.0/8, ::1 and localhost: only processes on this host can reach the port. */
 export function isLoopbackHost(host: string): boolean {
@@ -306,10 +307,23 @@ export async function startAdmin(opts: AdminOptions, deps: AdminDeps, logger: Lo
     `admin listening on ${opts.host}:${port}`,
   );
 
+  // Keep switchyard_ready current where nothing probes /readyz (plain Docker, a VM).
+  const refreshReady = () =>
+    void readiness(deps).then((r) => {
+      if (!closed) metrics.ready.set(r.ready ? 1 : 0);
+    });
+  let closed = false;
+  refreshReady();
+  const readyTimer = setInterval(refreshReady, READY_REFRESH_MS);
+  readyTimer.unref();
+
   return {
     port,
     close: () =>
       new Promise<void>((resolve, reject) => {
+        closed = true;
+        clearInterval(readyTimer);
+        metrics.ready.set(0);
         server.close((err) => (err ? reject(err) : resolve()));
         server.closeAllConnections();
       }),

@@ -345,6 +345,24 @@ describe('probeTcp', () => {
   });
 });
 
+describe('switchyard_ready without probes', () => {
+  it('is set at start-up with no /readyz request, and 0 after close', async () => {
+    metrics.ready.set(0);
+    const s = await startAdmin(
+      { host: '127.0.0.1', port: 0, tokenEnv: 'SY_TEST_ADMIN_TOKEN' },
+      { ...deps(), upstreamReachable: async () => true },
+      silentLogger,
+    );
+    const deadline = Date.now() + 3000;
+    while ((await gaugeValue('switchyard_ready')) !== 1 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(await gaugeValue('switchyard_ready')).toBe(1);
+    await s.close();
+    expect(await gaugeValue('switchyard_ready')).toBe(0);
+  });
+});
+
 describe('close', () => {
   it('closes promptly with a keep-alive client connected and frees the port', async () => {
     const s = await startAdmin(
