@@ -74,17 +74,28 @@ export function upRowHashExpr(m: CompiledMapping, alias: string): string {
   return `hashtextextended(ROW(${cols})::text, 0)`;
 }
 
+/** Alias of the new table in deleteOrphansWhereSql's condition. */
+export const NEW_ROW_ALIAS = 'sy_new';
+
+/**
+ * Deletes the new rows matching `where` (over the new table, aliased sy_new)
+ * that have no old row whose up(key) is their key: rows up(old) cannot explain.
+ */
+export function deleteOrphansWhereSql(m: CompiledMapping, where: string): string {
+  const match = m.key.map(quoteIdent).map((k) => `sy_up.${k} = ${NEW_ROW_ALIAS}.${k}`).join(' AND ');
+  return (
+    `DELETE FROM ${qualified(m.new)} AS ${NEW_ROW_ALIAS} WHERE (${where}) ` +
+    `AND NOT EXISTS (SELECT 1 FROM (${upKeySelect(m, `SELECT * FROM ${qualified(m.old)}`)}) AS sy_up WHERE ${match})`
+  );
+}
+
 /**
  * Deletes the new rows whose key is among `keySource` (a query yielding the
  * new key columns by name) and that have no old row whose up(key) matches.
  */
 export function deleteOrphansSql(m: CompiledMapping, keySource: string): string {
-  const keyCols = m.key.map(quoteIdent);
-  const match = keyCols.map((k) => `sy_up.${k} = sy_new.${k}`).join(' AND ');
-  return (
-    `DELETE FROM ${qualified(m.new)} AS sy_new WHERE (${keyCols.map((k) => `sy_new.${k}`).join(', ')}) IN (${keySource}) ` +
-    `AND NOT EXISTS (SELECT 1 FROM (${upKeySelect(m, `SELECT * FROM ${qualified(m.old)}`)}) AS sy_up WHERE ${match})`
-  );
+  const keyCols = m.key.map(quoteIdent).map((k) => `${NEW_ROW_ALIAS}.${k}`);
+  return deleteOrphansWhereSql(m, `(${keyCols.join(', ')}) IN (${keySource})`);
 }
 
 /**
