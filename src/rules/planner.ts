@@ -113,7 +113,7 @@ export class Planner {
     this.cache = new PlanCache<Plan>(opts.cacheSize ?? 5000);
     this.prefilter = new Prefilter(rules.mappings.flatMap((m) => [m.old.name, m.new.name]));
     this.oldNameFilters = rules.mappings.map((m) => ({
-      filter: new Prefilter([m.old.name]),
+      filter: new Prefilter([m.old.name], true),
       mapping: m.name,
     }));
     for (const m of rules.mappings) {

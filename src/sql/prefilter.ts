@@ -9,7 +9,8 @@ function escapeRegExp(s: string): string {
 export class Prefilter {
   private readonly re: RegExp | null;
 
-  constructor(names: Iterable<string>) {
+  /** `wholeWords`: a name must not be part of a longer identifier (`users` does not match `users_v2`). */
+  constructor(names: Iterable<string>, wholeWords = false) {
     const alts = new Set<string>();
     for (const n of names) {
       if (n.length === 0) continue;
@@ -19,7 +20,10 @@ export class Prefilter {
     }
     // Longest first so the alternation is deterministic; the match only needs to exist.
     const list = [...alts].sort((a, b) => b.length - a.length);
-    this.re = list.length > 0 ? new RegExp(list.join('|'), 'iu') : null;
+    const body = wholeWords
+      ? `(?<![\\p{L}\\p{N}_$])(?:${list.join('|')})(?![\\p{L}\\p{N}_$])`
+      : list.join('|');
+    this.re = list.length > 0 ? new RegExp(body, 'iu') : null;
   }
 
   /** True when the text may reference a mapped table and must be parsed. */

@@ -73,7 +73,7 @@ class Collector {
       location: rv.location,
       use: this.forceOther && use !== 'write' ? 'other' : use,
       cte,
-      only: rv.inh === false,
+      only: rv.inh !== true,
       form: use === 'write' ? form : undefined,
     });
   }
@@ -90,6 +90,8 @@ class Collector {
       if (c === null || typeof c !== 'object') continue;
       const first = k.charCodeAt(0);
       if (first >= 65 && first <= 90) this.node(k, c, scope);
+      // Utility statements hold their table as a bare RangeVar under `relation`.
+      else if (k === 'relation' && typeof c.relname === 'string') this.addRangeVar(c, scope, 'read');
       else this.walk(c, scope);
     }
   }
