@@ -43,7 +43,7 @@ export async function freshDatabase(prefix = 't'): Promise<TestDatabase> {
   const url = withDatabase(adminUrl, name);
   const direct = new pg.Client({ connectionString: url });
   await direct.connect();
-  const v = await direct.query<{ v: string }>('SHOW server_version_num');
+  const v = await direct.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
   const u = new URL(url);
   return {
     name,
