@@ -4,7 +4,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { metrics } from '../admin/metrics.ts';
 import type { ConfigStore, Snapshot } from '../config/store.ts';
-import { Backend, Frontend, StartupCode } from '../wire/codes.ts';
+import { AUTH_SASL, Backend, Frontend, StartupCode } from '../wire/codes.ts';
 import {
   readBind,
   readExecute,
@@ -790,14 +790,10 @@ export class Session {
         { client: this.remote, user: this.user, code: e.code, error: e.message },
         'startup refused',
       );
-    } else if (type === Backend.Authentication && this.deps.tls && this.client !== undefined) {
-      return stripChannelBinding(msg, this.clientIsTls());
+    } else if (type === Backend.Authentication) {
+      return stripChannelBinding(msg);
     }
     return undefined;
-  }
-
-  private clientIsTls(): boolean {
-    return (this.client as { encrypted?: boolean }).encrypted === true;
   }
 
   private onReply(type: number, msg: Buffer): Buffer | Buffer[] | null | undefined {
@@ -987,12 +983,13 @@ function quoteDollar(s: string): string {
 }
 
 /**
- * TLS ends at the proxy, so the client's channel binding would bind to the
- * proxy's certificate, not the server's: hide SCRAM-SHA-256-PLUS and offer
- * plain SCRAM, which still authenticates end to end.
+ * A client's TLS always ends at the proxy, so channel binding would bind to
+ * the proxy's certificate, not the server's, and fail: hide
+ * SCRAM-SHA-256-PLUS (offered only when the upstream link is TLS) and let the
+ * client use plain SCRAM, which still authenticates end to end.
  */
-function stripChannelBinding(msg: Buffer, _clientTls: boolean): Buffer | undefined {
-  if (msg.readInt32BE(5) !== 10) return undefined;
+function stripChannelBinding(msg: Buffer): Buffer | undefined {
+  if (msg.length < 9 || msg.readInt32BE(5) !== AUTH_SASL) return undefined;
   const mechs: string[] = [];
   let pos = 9;
   while (pos < msg.length) {

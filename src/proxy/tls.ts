@@ -1,6 +1,6 @@
 // TLS on both sides of the proxy.
 import { readFileSync } from 'node:fs';
-import type net from 'node:net';
+import net from 'node:net';
 import tls from 'node:tls';
 import type { Config } from '../config/schema.ts';
 
@@ -30,8 +30,15 @@ export function upstreamTls(
           reject(new Error('server does not support TLS'));
           return;
         }
-        const servername = socket.remoteAddress && !verify ? undefined : hostOf(conf);
-        const secure = tls.connect({ socket, ca, rejectUnauthorized: verify, servername });
+        const host = hostOf(conf);
+        const secure = tls.connect({
+          socket,
+          ca,
+          host,
+          servername: host && net.isIP(host) === 0 ? host : undefined,
+          rejectUnauthorized: verify,
+          checkServerIdentity: verify ? tls.checkServerIdentity : () => undefined,
+        });
         secure.once('secureConnect', () => {
           socket.off('error', reject);
           resolve(secure);
