@@ -1,0 +1,330 @@
+// Exact message sequences through the proxy on a bare socket: Describe/Close
+// of named statements and portals, Flush, row-limited Execute, errors in a
+// pipeline, and the startup-phase branches (SSLRequest, GSSENCRequest,
+// NegotiateProtocolVersion, CancelRequest) and protocol violations.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StartupCode } from '../../src/wire/codes.ts';
+import {
+  columnNames,
+  cstrings,
+  dataRow,
+  fields,
+  type Msg,
+  RawConn,
+  requestPacket,
+  serialize,
+  typed,
+  types,
+} from '../fixtures/wire/raw-client.ts';
+import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { startProxy, type TestProxy } from '../support/proxy.ts';
+
+let db: TestDatabase;
+let proxy: TestProxy;
+const conns: RawConn[] = [];
+
+beforeAll(async () => {
+  db = await freshDatabase('praw');
+  proxy = await startProxy(db);
+  await db.query('CREATE TABLE kv (k int PRIMARY KEY, v text)');
+});
+
+afterAll(async () => {
+  for (const c of conns) c.destroy();
+  await proxy?.close();
+  await db?.drop();
+});
+
+async function open(): Promise<RawConn> {
+  const c = await RawConn.connect(proxy.port);
+  conns.push(c);
+  return c;
+}
+
+/** A connection through the proxy, past startup; returns it with its BackendKeyData body. */
+async function ready(params: Record<string, string> = {}): Promise<{ c: RawConn; key: Buffer }> {
+  const c = await open();
+  const msgs = await c.startup({ user: 'postgres', database: db.name, ...params });
+  expect(msgs.at(-1)?.type).toBe('Z');
+  const key = msgs.find((m) => m.type === 'K');
+  expect(key).toBeDefined();
+  return { c, key: key!.body };
+}
+
+function pidOf(key: Buffer): number {
+  return key.readInt32BE(0);
+}
+
+async function backendAlive(pid: number): Promise<boolean> {
+  const r = await db.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid]);
+  return (r.rowCount ?? 0) > 0;
+}
+
+async function until(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const only = (msgs: Msg[], t: string) => msgs.filter((m) => m.type === t);
+
+describe('extended protocol, message by message', () => {
+  it('Describe and Close of a named statement and a named portal', async () => {
+    const { c } = await ready();
+    c.send(
+      serialize.parse({ name: 's1', text: "SELECT $1::int AS a, 'x'::text AS b" }),
+      serialize.describe({ type: 'S', name: 's1' }),
+      serialize.bind({ portal: 'p1', statement: 's1', values: ['5'] }),
+      serialize.describe({ type: 'P', name: 'p1' }),
+      serialize.execute({ portal: 'p1' }),
+      serialize.close({ type: 'P', name: 'p1' }),
+      serialize.close({ type: 'S', name: 's1' }),
+      serialize.sync(),
+    );
+    const msgs = await c.until('Z');
+    expect(types(msgs)).toBe('1 t T 2 T D C 3 3 Z');
+    const [paramDesc] = only(msgs, 't');
+    expect(paramDesc.body.readInt16BE(0)).toBe(1);
+    expect(paramDesc.body.readInt32BE(2)).toBe(23); // int4
+    expect(only(msgs, 'T').map((m) => columnNames(m.body))).toEqual([
+      ['a', 'b'],
+      ['a', 'b'],
+    ]);
+    expect(dataRow(only(msgs, 'D')[0].body)).toEqual(['5', 'x']);
+    expect(cstrings(only(msgs, 'C')[0].body)).toEqual(['SELECT 1']);
+    // Both are gone on the server: using them now fails.
+    c.send(serialize.bind({ portal: '', statement: 's1', values: ['1'] }), serialize.sync());
+    const err = await c.until('Z');
+    expect(types(err)).toBe('E Z');
+    expect(fields(err[0].body).C).toBe('26000');
+    c.send(serialize.describe({ type: 'P', name: 'p1' }), serialize.sync());
+    const err2 = await c.until('Z');
+    expect(types(err2)).toBe('E Z');
+    expect(fields(err2[0].body).C).toBe('34000');
+  });
+
+  it('Describe of a statement without rows answers NoData; Flush delivers replies before Sync', async () => {
+    const { c } = await ready();
+    c.send(
+      serialize.parse({ name: 'ins', text: 'INSERT INTO kv VALUES ($1, $2)', types: [23, 25] }),
+      serialize.describe({ type: 'S', name: 'ins' }),
+      serialize.flush(),
+    );
+    // No Sync yet: Flush alone makes the server (and the proxy) deliver these.
+    expect(types([await c.next(), await c.next(), await c.next()])).toBe('1 t n');
+    c.send(
+      serialize.bind({ statement: 'ins', values: ['1', 'one'] }),
+      serialize.execute({}),
+      serialize.bind({ statement: 'ins', values: ['2', 'two'] }),
+      serialize.execute({}),
+      serialize.sync(),
+    );
+    const msgs = await c.until('Z');
+    expect(types(msgs)).toBe('2 C 2 C Z');
+    expect(only(msgs, 'C').map((m) => cstrings(m.body)[0])).toEqual(['INSERT 0 1', 'INSERT 0 1']);
+  });
+
+  it('Execute with a row limit returns PortalSuspended until the portal is exhausted', async () => {
+    const { c } = await ready();
+    c.send(
+      serialize.query('BEGIN'),
+      serialize.parse({ text: 'SELECT g FROM generate_series(1, 5) g' }),
+      serialize.bind({ portal: 'cur' }),
+      serialize.execute({ portal: 'cur', rows: 2 }),
+      serialize.execute({ portal: 'cur', rows: 2 }),
+      serialize.execute({ portal: 'cur', rows: 2 }),
+      serialize.sync(),
+      serialize.query('COMMIT'),
+    );
+    const begin = await c.until('Z');
+    expect(types(begin)).toBe('C Z');
+    const msgs = await c.until('Z');
+    expect(types(msgs)).toBe('1 2 D D s D D s D C Z');
+    expect(only(msgs, 'D').map((m) => dataRow(m.body)[0])).toEqual(['1', '2', '3', '4', '5']);
+    expect(msgs.at(-1)!.body.toString()).toBe('T');
+    expect(types(await c.until('Z'))).toBe('C Z');
+  });
+
+  it('an error in a pipeline skips to Sync; the next pipeline runs normally', async () => {
+    const { c } = await ready();
+    const good = (v: string) => [
+      serialize.parse({ text: 'SELECT $1::int AS v' }),
+      serialize.bind({ values: [v] }),
+      serialize.execute({}),
+    ];
+    c.send(
+      ...good('1'),
+      serialize.parse({ text: 'SELEKT 1' }),
+      serialize.bind({}),
+      serialize.execute({}),
+      ...good('3'),
+      serialize.sync(),
+      ...good('4'),
+      ...good('5'),
+      serialize.sync(),
+    );
+    const first = await c.until('Z');
+    expect(types(first)).toBe('1 2 D C E Z');
+    expect(fields(first[4].body).C).toBe('42601');
+    expect(first.at(-1)!.body.toString()).toBe('I');
+    const second = await c.until('Z');
+    expect(types(second)).toBe('1 2 D C 1 2 D C Z');
+    expect(only(second, 'D').map((m) => dataRow(m.body)[0])).toEqual(['4', '5']);
+  });
+
+  it('an error inside an explicit transaction: status E until ROLLBACK', async () => {
+    const { c } = await ready();
+    c.send(serialize.query('BEGIN'));
+    await c.until('Z');
+    c.send(
+      // Fails while executing (a constant 1/0 would already fail at Bind).
+      serialize.parse({ text: 'SELECT 1 / g FROM generate_series(0, 1) g' }),
+      serialize.bind({}),
+      serialize.execute({}),
+      serialize.sync(),
+    );
+    const msgs = await c.until('Z');
+    expect(types(msgs)).toBe('1 2 E Z');
+    expect(msgs.at(-1)!.body.toString()).toBe('E');
+    c.send(serialize.query('ROLLBACK'));
+    const rb = await c.until('Z');
+    expect(rb.at(-1)!.body.toString()).toBe('I');
+  });
+
+  it('simple query: several statements, an empty query, and an error in the middle', async () => {
+    const { c } = await ready();
+    c.send(serialize.query('SELECT 1; SELECT 2'));
+    expect(types(await c.until('Z'))).toBe('T D C T D C Z');
+    c.send(serialize.query(''));
+    expect(types(await c.until('Z'))).toBe('I Z');
+    c.send(serialize.query('SELECT 1; SELECT 1/0; SELECT 3'));
+    const msgs = await c.until('Z');
+    expect(types(msgs)).toBe('T D C E Z');
+    expect(fields(msgs[3].body).C).toBe('22012');
+  });
+});
+
+describe('startup branches', () => {
+  it('answers SSLRequest with N, then the startup goes through', async () => {
+    const c = await open();
+    c.send(requestPacket(StartupCode.SSLRequest));
+    expect(await c.byte()).toBe('N');
+    const msgs = await c.startup({ user: 'postgres', database: db.name });
+    expect(msgs.at(-1)?.type).toBe('Z');
+    expect(only(msgs, 'R')[0].body.readInt32BE(0)).toBe(0);
+    expect(only(msgs, 'S').length).toBeGreaterThan(3);
+  });
+
+  it('answers GSSENCRequest with N, then SSLRequest with N, then the startup goes through', async () => {
+    const c = await open();
+    c.send(requestPacket(StartupCode.GSSENCRequest));
+    expect(await c.byte()).toBe('N');
+    c.send(requestPacket(StartupCode.SSLRequest));
+    expect(await c.byte()).toBe('N');
+    const msgs = await c.startup({ user: 'postgres', database: db.name });
+    expect(msgs.at(-1)?.type).toBe('Z');
+  });
+
+  it('relays the server’s NegotiateProtocolVersion for protocol 3.2 with an unknown _pq_ option', async () => {
+    const c = await open();
+    const msgs = await c.startup({ user: 'postgres', database: db.name, '_pq_.sy_unknown': 'on' }, 196610);
+    expect(msgs[0].type).toBe('v');
+    const newest = msgs[0].body.readInt32BE(0);
+    // PG 18 speaks 3.2; older servers offer 3.0. Either way the client hears the server itself.
+    expect(newest >> 16).toBe(3);
+    expect(newest & 0xffff).toBe(db.serverVersion >= 18 ? 2 : 0);
+    expect(msgs[0].body.readInt32BE(4)).toBe(1);
+    expect(cstrings(msgs[0].body, 8)).toEqual(['_pq_.sy_unknown']);
+    expect(msgs.at(-1)?.type).toBe('Z');
+    const key = only(msgs, 'K')[0].body;
+    // Protocol 3.2 (PG 18) has 256-bit cancel keys, 3.0 has 32-bit ones.
+    expect(key.length).toBe(db.serverVersion >= 18 ? 4 + 32 : 8);
+    c.send(serialize.query('SELECT 42'));
+    const q = await c.until('Z');
+    expect(dataRow(only(q, 'D')[0].body)).toEqual(['42']);
+  });
+
+  it('relays a CancelRequest carrying the key the client received (any key length)', async () => {
+    const c = await open();
+    const msgs = await c.startup(
+      { user: 'postgres', database: db.name },
+      db.serverVersion >= 18 ? 196610 : 196608,
+    );
+    const key = only(msgs, 'K')[0].body;
+    c.send(serialize.query('SELECT pg_sleep(30)'));
+    await until(async () => {
+      const r = await db.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'", [
+        pidOf(key),
+      ]);
+      return (r.rowCount ?? 0) > 0;
+    });
+    const cancel = await open();
+    const packet = Buffer.alloc(8 + key.length);
+    packet.writeInt32BE(packet.length, 0);
+    packet.writeInt32BE(StartupCode.CancelRequest, 4);
+    key.copy(packet, 8);
+    cancel.send(packet);
+    await cancel.waitClosed();
+    const reply = await c.until('Z');
+    const e = only(reply, 'E')[0];
+    expect(fields(e.body).C).toBe('57014');
+  });
+
+  it('a wrong cancel key cancels nothing', async () => {
+    const { c, key } = await ready();
+    c.send(serialize.query('SELECT pg_sleep(0.5) AS slept'));
+    const cancel = await open();
+    cancel.send(requestPacket(StartupCode.CancelRequest, pidOf(key), key.readInt32BE(4) ^ 0x5a5a));
+    await cancel.waitClosed();
+    const reply = await c.until('Z');
+    expect(types(reply)).toBe('T D C Z');
+  });
+});
+
+describe('endings and protocol violations', () => {
+  it('Terminate closes the client connection and the server backend', async () => {
+    const { c, key } = await ready();
+    expect(await backendAlive(pidOf(key))).toBe(true);
+    c.send(serialize.end());
+    await c.waitClosed();
+    await until(async () => !(await backendAlive(pidOf(key))));
+  });
+
+  it('an unknown message type ends that connection with an ErrorResponse; others keep working', async () => {
+    const { c, key } = await ready();
+    const { c: other } = await ready();
+    c.send(typed('y', Buffer.from('junk')));
+    const m = await c.next();
+    expect(m.type).toBe('E');
+    const f = fields(m.body);
+    expect(f.S).toBe('FATAL');
+    expect(f.C).toBe('08P01');
+    expect(f.M).toMatch(/invalid frontend message type "y"/);
+    await c.waitClosed();
+    await until(async () => !(await backendAlive(pidOf(key))));
+    other.send(serialize.query('SELECT 7'));
+    const q = await other.until('Z');
+    expect(dataRow(only(q, 'D')[0].body)).toEqual(['7']);
+  });
+
+  it('a message with an impossible length ends the connection with 08P01', async () => {
+    const { c } = await ready();
+    const bad = Buffer.from([0x51, 0, 0, 0, 2]);
+    c.send(bad);
+    const m = await c.next();
+    expect(m.type).toBe('E');
+    expect(fields(m.body).C).toBe('08P01');
+    expect(fields(m.body).M).toMatch(/invalid message length 2/);
+    await c.waitClosed();
+  });
+
+  it('an unsupported protocol version is refused with an ErrorResponse', async () => {
+    const c = await open();
+    const msgs = await c.startup({ user: 'postgres', database: db.name }, 2 << 16);
+    expect(types(msgs)).toBe('E');
+    expect(fields(msgs[0].body).C).toBe('08P01');
+    await c.waitClosed();
+  });
+});
