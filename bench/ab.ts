@@ -1,0 +1,98 @@
+// `npx tsx bench/ab.ts`: a few systems compared on ONE pgbench workload, in
+// alternating short runs, with the proxy's CPU time per transaction (from
+// /proc, so it is not skewed by other work on the machine the way TPS is).
+// Used to measure hot-path changes before and after: give another checkout
+// as switchyard@/path/to/checkout.
+//
+//   SYSTEMS=direct,pipe,switchyard,bouncer,switchyard@/tmp/before ROUNDS=5 SECONDS=4 \
+//   SCRIPT=select-only MODE=prepared CLIENTS=8 npx tsx bench/ab.ts
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { LocalCluster } from '../src/demo/cluster.ts';
+import { pgbench, pgbenchInit } from './lib/pgbench.ts';
+import { cpuMicros } from './lib/proc.ts';
+import { MAPPING, SETUP_SQL } from './lib/schema.ts';
+import { fmt, median, ms } from './lib/stats.ts';
+import {
+  type Proc,
+  pgbouncerBin,
+  startPgbouncer,
+  startPipe,
+  startSwitchyard,
+  type Upstream,
+} from './lib/systems.ts';
+
+const env = process.env;
+const SYSTEMS = (env.SYSTEMS ?? 'direct,pipe,switchyard,bouncer').split(',');
+const ROUNDS = Number(env.ROUNDS ?? 5);
+const SECONDS = Number(env.SECONDS ?? 4);
+const SCRIPT = (env.SCRIPT ?? 'select-only') as 'select-only' | 'tpcb-like';
+const MODE = (env.MODE ?? 'prepared') as 'prepared' | 'simple';
+const CLIENTS = Number(env.CLIENTS ?? 8);
+
+async function main(): Promise<void> {
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sy-ab-'));
+  await fs.chmod(work, 0o755);
+  const cluster = await LocalCluster.start({ binDir: env.SWITCHYARD_BENCH_PG_BIN });
+  const procs: Proc[] = [];
+  try {
+    await cluster.createDatabase('bench');
+    const up: Upstream = { host: cluster.host, port: cluster.port, database: 'bench', user: 'postgres' };
+    await pgbenchInit(up, 10);
+    await cluster.psqlSuper(SETUP_SQL, 'bench');
+    const targets: { name: string; port: number; proc?: Proc }[] = [];
+    for (const [i, s] of SYSTEMS.entries()) {
+      const [kind, root] = s.split('@');
+      let proc: Proc | undefined;
+      if (kind === 'direct') {
+        targets.push({ name: s, port: cluster.port });
+        continue;
+      }
+      if (kind === 'pipe') proc = await startPipe(work, up, [], root);
+      else if (kind === 'bouncer') proc = await startPgbouncer(work, up, pgbouncerBin()!);
+      else
+        proc = await startSwitchyard(work, up, {
+          name: `sy${i}`,
+          root,
+          mappings: kind === 'mapped' ? [MAPPING] : [],
+        });
+      procs.push(proc);
+      targets.push({ name: s, port: proc.port, proc });
+    }
+    const res = new Map<string, { tps: number[]; cpu: number[]; p50: number[] }>();
+    for (let r = 0; r < ROUNDS; r++) {
+      for (let k = 0; k < targets.length; k++) {
+        const t = targets[(k + r) % targets.length];
+        const c0 = await cpuMicros(t.proc?.pid());
+        const m = await pgbench(
+          { host: '127.0.0.1', port: t.port, database: 'bench', user: 'postgres' },
+          { builtin: SCRIPT, mode: MODE, clients: CLIENTS, seconds: SECONDS, logDir: work },
+        );
+        const c1 = await cpuMicros(t.proc?.pid());
+        const e = res.get(t.name) ?? { tps: [], cpu: [], p50: [] };
+        e.tps.push(m.tps);
+        e.p50.push(m.p50);
+        if (c0 !== undefined && c1 !== undefined) e.cpu.push((c1 - c0) / m.transactions);
+        res.set(t.name, e);
+        process.stderr.write(`round ${r + 1} ${t.name}: ${fmt(m.tps)} tps\n`);
+      }
+    }
+    process.stdout.write(`\n${SCRIPT} -M ${MODE} -c ${CLIENTS}, ${ROUNDS} x ${SECONDS} s (medians)\n`);
+    for (const t of targets) {
+      const e = res.get(t.name)!;
+      process.stdout.write(
+        `${t.name.padEnd(28)} ${fmt(median(e.tps)).padStart(8)} tps  p50 ${ms(median(e.p50))} ms  proxy CPU ${e.cpu.length ? fmt(median(e.cpu), 1) : '–'} µs/tx   tps runs: ${e.tps.map((x) => fmt(x)).join(' ')}\n`,
+      );
+    }
+  } finally {
+    for (const p of procs) await p.stop().catch(() => {});
+    await cluster.stop();
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`ab failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,30 @@
+// CPU time and memory of a process from /proc (Linux).
+import fs from 'node:fs/promises';
+
+const TICKS_PER_SECOND = 100;
+
+/** User + system CPU time of a process in microseconds, undefined when unreadable. */
+export async function cpuMicros(pid: number | undefined): Promise<number | undefined> {
+  if (!pid) return undefined;
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(rest[11]) + Number(rest[12]);
+    return (ticks * 1_000_000) / TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Resident memory of a process in bytes. */
+export async function rssBytes(pid: number): Promise<number> {
+  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) * 1024;
+}
+
+/** 1-minute load average, for saying how busy the shared machine was. */
+export async function loadAvg(): Promise<number> {
+  const text = await fs.readFile('/proc/loadavg', 'utf8');
+  return Number(text.split(' ')[0]);
+}

@@ -1,0 +1,606 @@
+// `npm run bench`: every benchmark in one run on one throwaway cluster.
+//
+//   1. pgbench select-only and TPC-B-like, -M simple and -M prepared, 1/8/32
+//      clients, against direct Postgres, a bare socket.pipe() forwarder,
+//      switchyard without mappings, switchyard with mappings the statements do
+//      not touch, and PgBouncer in session mode. The systems take turns in
+//      every cell (in a rotating order) so the machine's drift hits all alike.
+//   2. Dual-write cost: single-row INSERT and UPDATE mirrored by switchyard,
+//      unmirrored, mirrored by a BEFORE trigger, and written twice by the app.
+//   3. Reads switched to the new table against the hand-written query, with
+//      both plans.
+//   4. 1,000 idle client connections: resident memory of the proxy.
+//
+// The figures replace the generated part of bench/RESULTS.md.
+//
+// Environment:
+//   SWITCHYARD_BENCH_SECONDS   seconds per pgbench run (default 6)
+//   SWITCHYARD_BENCH_ROUNDS    runs per cell and system, median kept (default 1)
+//   SWITCHYARD_BENCH_CLIENTS   client counts (default 1,8,32)
+//   SWITCHYARD_BENCH_SCALE     pgbench scale (default 10)
+//   SWITCHYARD_BENCH_ONLY      sections to run: pgbench,dualwrite,reads,idle (default all)
+//   SWITCHYARD_BENCH_IDLE      idle connections (default 1000)
+//   SWITCHYARD_BENCH_PG_BIN    Postgres bin directory (default: embedded PG 18)
+//   SWITCHYARD_BENCH_PGBENCH   pgbench binary (default: pgbench on PATH)
+//   SWITCHYARD_BENCH_PGBOUNCER pgbouncer binary (default: /usr/sbin/pgbouncer)
+//   SWITCHYARD_BENCH_OUT       Markdown file to update (default bench/RESULTS.md)
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { LocalCluster } from '../src/demo/cluster.ts';
+import { type PgbenchResult, pgbench, pgbenchInit, pgbenchVersion, type Target } from './lib/pgbench.ts';
+import { cpuMicros, loadAvg, rssBytes } from './lib/proc.ts';
+import { MAPPING, READ_HAND_SQL, READ_OLD_SQL, readScript, SETUP_SQL, WRITE_SCRIPTS } from './lib/schema.ts';
+import { fmt, median, ms, ratio, table } from './lib/stats.ts';
+import {
+  type Proc,
+  pgbouncerBin,
+  pgbouncerVersion,
+  startPgbouncer,
+  startPipe,
+  startSwitchyard,
+  type Upstream,
+} from './lib/systems.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const env = process.env;
+const SECONDS = Number(env.SWITCHYARD_BENCH_SECONDS ?? 6);
+const ROUNDS = Number(env.SWITCHYARD_BENCH_ROUNDS ?? 1);
+const CLIENTS = (env.SWITCHYARD_BENCH_CLIENTS ?? '1,8,32').split(',').map(Number);
+const SCALE = Number(env.SWITCHYARD_BENCH_SCALE ?? 10);
+const IDLE = Number(env.SWITCHYARD_BENCH_IDLE ?? 1000);
+const ONLY = new Set((env.SWITCHYARD_BENCH_ONLY ?? 'pgbench,dualwrite,reads,idle').split(','));
+const OUT = env.SWITCHYARD_BENCH_OUT ?? path.join(ROOT, 'bench/RESULTS.md');
+const DB = 'bench';
+const USER = 'postgres';
+
+const say = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
+
+interface System {
+  key: string;
+  label: string;
+  port: number;
+  proc?: Proc;
+}
+
+interface Measured extends PgbenchResult {
+  /** CPU time the proxy process spent per transaction, µs (undefined for direct). */
+  proxyCpuPerTx?: number;
+}
+
+const loadSamples: number[] = [];
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const pgbenchV = await pgbenchVersion();
+  if (!pgbenchV)
+    throw new Error('pgbench not found (install postgresql-client or set SWITCHYARD_BENCH_PGBENCH)');
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sy-bench-'));
+  await fs.chmod(work, 0o755);
+  const loadTimer = setInterval(() => loadAvg().then((l) => loadSamples.push(l)), 5000);
+  loadSamples.push(await loadAvg());
+  say(`starting Postgres (${env.SWITCHYARD_BENCH_PG_BIN ?? 'embedded PG 18'})`);
+  const cluster = await LocalCluster.start({
+    binDir: env.SWITCHYARD_BENCH_PG_BIN,
+    settings: { max_connections: IDLE + 200, shared_buffers: "'256MB'" },
+  });
+  const procs: Proc[] = [];
+  const sections: string[] = [];
+  try {
+    await cluster.createDatabase(DB);
+    const up: Upstream = { host: cluster.host, port: cluster.port, database: DB, user: USER };
+    const direct: Target = { ...up };
+    say(`pgbench -i -s ${SCALE}`);
+    await pgbenchInit(direct, SCALE);
+    const admin = new pg.Client({ connectionString: cluster.url(DB) });
+    admin.on('error', () => {});
+    await admin.connect();
+    const serverVersion = (await admin.query('SHOW server_version')).rows[0].server_version as string;
+    await admin.query(SETUP_SQL);
+    await admin.query('VACUUM ANALYZE');
+
+    say('starting the systems under test');
+    const pipe = await startPipe(work, up);
+    procs.push(pipe);
+    const syPlain = await startSwitchyard(work, up, { name: 'switchyard-plain' });
+    procs.push(syPlain);
+    const syMapped = await startSwitchyard(work, up, { name: 'switchyard-mapped', mappings: [MAPPING] });
+    procs.push(syMapped);
+    const bouncerBin = pgbouncerBin();
+    let bouncer: Proc | undefined;
+    let bouncerNote: string;
+    if (bouncerBin) {
+      bouncer = await startPgbouncer(work, up, bouncerBin);
+      procs.push(bouncer);
+      bouncerNote = `${pgbouncerVersion(bouncerBin)}, session mode, auth_type trust, run as the postgres OS user`;
+    } else {
+      bouncerNote = 'not installed (apt-get install pgbouncer): PgBouncer columns skipped';
+      say(`PgBouncer ${bouncerNote}`);
+    }
+    const systems: System[] = [
+      { key: 'direct', label: 'direct', port: cluster.port },
+      { key: 'pipe', label: 'pipe()', port: pipe.port, proc: pipe },
+      { key: 'plain', label: 'switchyard', port: syPlain.port, proc: syPlain },
+      { key: 'mapped', label: 'switchyard+mappings', port: syMapped.port, proc: syMapped },
+      ...(bouncer ? [{ key: 'bouncer', label: 'PgBouncer', port: bouncer.port, proc: bouncer }] : []),
+    ];
+
+    const machine = [
+      `- Date: ${started.toISOString().replace('T', ' ').slice(0, 16)} UTC`,
+      `- Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, ${os.type()} ${os.release()}`,
+      `- Postgres ${serverVersion} (${env.SWITCHYARD_BENCH_PG_BIN ?? 'embedded'}; fsync off, synchronous_commit off), ${pgbenchV}, Node ${process.version}`,
+      `- PgBouncer: ${bouncerNote}`,
+      `- pgbench: scale ${SCALE}, ${SECONDS} s per run, ${ROUNDS} run(s) per cell and system (median), -j min(clients, 2), everything on 127.0.0.1 TCP`,
+    ];
+
+    if (ONLY.has('pgbench')) sections.push(await pgbenchMatrix(systems, work));
+    if (ONLY.has('dualwrite')) sections.push(await dualWrite(work, cluster.port, syMapped, admin));
+    if (ONLY.has('reads')) sections.push(await reads(work, up, cluster.port, admin, procs));
+    if (ONLY.has('idle')) sections.push(await idle(work, up, syMapped, pipe, bouncer));
+    await admin.end();
+
+    loadSamples.push(await loadAvg());
+    const finished = new Date();
+    machine.push(
+      `- Duration: ${Math.round((finished.getTime() - started.getTime()) / 60000)} min; 1-minute load average during the run: min ${Math.min(...loadSamples).toFixed(1)}, median ${median(loadSamples).toFixed(1)}, max ${Math.max(...loadSamples).toFixed(1)} (the bench itself keeps about 2 busy; more means other work shared the cores)`,
+    );
+    const body = [
+      '<!-- bench:begin (generated by `npm run bench`; edit outside these markers) -->',
+      '## Figures',
+      '',
+      'Command: `npm run bench`',
+      '',
+      machine.join('\n'),
+      '',
+      ...sections,
+      '<!-- bench:end -->',
+    ].join('\n');
+    await writeResults(body);
+    say(`figures written to ${path.relative(process.cwd(), OUT)}`);
+  } finally {
+    clearInterval(loadTimer);
+    for (const p of procs.reverse()) await p.stop().catch(() => {});
+    await cluster.stop();
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+async function writeResults(body: string): Promise<void> {
+  let text = '';
+  try {
+    text = await fs.readFile(OUT, 'utf8');
+  } catch {
+    text = '# switchyard benchmarks\n\n<!-- bench:begin -->\n<!-- bench:end -->\n';
+  }
+  const begin = text.indexOf('<!-- bench:begin');
+  const end = text.indexOf('<!-- bench:end -->');
+  const next =
+    begin >= 0 && end > begin
+      ? `${text.slice(0, begin)}${body}${text.slice(end + '<!-- bench:end -->'.length)}`
+      : `${text.trimEnd()}\n\n${body}\n`;
+  await fs.writeFile(OUT, next);
+}
+
+/** One pgbench run against a system, with the proxy's CPU time per transaction. */
+async function measure(
+  sys: { port: number; proc?: Proc },
+  run: Omit<Parameters<typeof pgbench>[1], 'logDir' | 'seconds'> & { seconds?: number },
+  work: string,
+): Promise<Measured> {
+  const pid = sys.proc?.pid();
+  const cpu0 = await cpuMicros(pid);
+  const r = await pgbench(
+    { host: '127.0.0.1', port: sys.port, database: DB, user: USER },
+    { seconds: SECONDS, ...run, logDir: work },
+  );
+  const cpu1 = await cpuMicros(pid);
+  const proxyCpuPerTx =
+    cpu0 !== undefined && cpu1 !== undefined && r.transactions > 0
+      ? (cpu1 - cpu0) / r.transactions
+      : undefined;
+  if (r.failed > 0) say(`  warning: ${r.failed} failed transactions`);
+  return { ...r, proxyCpuPerTx };
+}
+
+function medianOf(rs: Measured[]): Measured {
+  if (rs.length === 1) return rs[0];
+  const byTps = [...rs].sort((a, b) => a.tps - b.tps);
+  return byTps[Math.floor((byTps.length - 1) / 2)];
+}
+
+// ---- 1. pgbench matrix -------------------------------------------------------
+
+async function pgbenchMatrix(systems: System[], work: string): Promise<string> {
+  const cells: { script: 'select-only' | 'tpcb-like'; mode: 'simple' | 'prepared'; clients: number }[] = [];
+  for (const script of ['select-only', 'tpcb-like'] as const)
+    for (const mode of ['simple', 'prepared'] as const)
+      for (const clients of CLIENTS) cells.push({ script, mode, clients });
+  const results = new Map<string, Measured[]>();
+  const k = (c: (typeof cells)[number], sys: string) => `${c.script}/${c.mode}/${c.clients}/${sys}`;
+  let turn = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const cell of cells) {
+      // Rotate who goes first so no system always runs right after the same neighbour.
+      const order = systems.map((_, i) => systems[(i + turn) % systems.length]);
+      turn++;
+      for (const sys of order) {
+        say(`pgbench ${cell.script} -M ${cell.mode} -c ${cell.clients} -> ${sys.label}`);
+        const r = await measure(sys, { builtin: cell.script, mode: cell.mode, clients: cell.clients }, work);
+        const key = k(cell, sys.key);
+        results.set(key, [...(results.get(key) ?? []), r]);
+      }
+    }
+  }
+  const get = (c: (typeof cells)[number], s: string) => {
+    const rs = results.get(k(c, s));
+    return rs ? medianOf(rs) : undefined;
+  };
+  const has = (s: string) => systems.some((x) => x.key === s);
+  const out: string[] = ['### Passthrough: pgbench through each system', ''];
+  out.push(
+    'TPS and the ratio to direct Postgres in the same cell. `sy/bouncer` and `sy/pipe` compare switchyard (no mappings) with PgBouncer and with the bare `socket.pipe()` forwarder; `mapped/plain` is switchyard with mappings configured (statements not touching them) over switchyard without.',
+    '',
+  );
+  const head = ['script', 'mode', 'clients', 'direct TPS', 'pipe()', 'switchyard', 'sy+mappings'];
+  if (has('bouncer')) head.push('PgBouncer', 'sy/bouncer');
+  head.push('sy/pipe', 'mapped/plain');
+  const rows: string[][] = [];
+  for (const c of cells) {
+    const d = get(c, 'direct')!;
+    const cell = (s: string) => {
+      const r = get(c, s);
+      return r ? `${fmt(r.tps)} (${ratio(r.tps, d.tps)})` : '–';
+    };
+    const row = [
+      c.script,
+      c.mode,
+      String(c.clients),
+      fmt(d.tps),
+      cell('pipe'),
+      cell('plain'),
+      cell('mapped'),
+    ];
+    if (has('bouncer')) row.push(cell('bouncer'), ratio(get(c, 'plain')!.tps, get(c, 'bouncer')!.tps));
+    row.push(
+      ratio(get(c, 'plain')!.tps, get(c, 'pipe')!.tps),
+      ratio(get(c, 'mapped')!.tps, get(c, 'plain')!.tps),
+    );
+    rows.push(row);
+  }
+  out.push(table(head, rows), '');
+
+  out.push('### Latency per transaction (ms, p50 / p99)', '');
+  const lhead = ['script', 'mode', 'clients', ...systems.map((s) => s.label)];
+  const lrows = cells.map((c) => [
+    c.script,
+    c.mode,
+    String(c.clients),
+    ...systems.map((s) => {
+      const r = get(c, s.key);
+      return r ? `${ms(r.p50)} / ${ms(r.p99)}` : '–';
+    }),
+  ]);
+  out.push(table(lhead, lrows), '');
+
+  const one = cells.filter((c) => c.clients === 1);
+  if (one.length > 0) {
+    out.push('### Added latency at 1 client (p50 minus direct p50, µs per transaction)', '');
+    const ahead = [
+      'script',
+      'mode',
+      'statements/tx',
+      ...systems.filter((s) => s.key !== 'direct').map((s) => s.label),
+    ];
+    const arows = one.map((c) => {
+      const d = get(c, 'direct')!;
+      const stmts = c.script === 'select-only' ? 1 : 7;
+      return [
+        c.script,
+        c.mode,
+        String(stmts),
+        ...systems
+          .filter((s) => s.key !== 'direct')
+          .map((s) => {
+            const r = get(c, s.key);
+            if (!r) return '–';
+            const add = r.p50 - d.p50;
+            return `${fmt(add)} (${fmt(add / stmts, 1)}/stmt)`;
+          }),
+      ];
+    });
+    out.push(table(ahead, arows), '');
+  }
+
+  out.push('### Proxy CPU time per transaction (µs, user+system of the proxy process)', '');
+  const proxies = systems.filter((s) => s.proc);
+  const chead = ['script', 'mode', 'clients', ...proxies.map((s) => s.label)];
+  const crows = cells.map((c) => [
+    c.script,
+    c.mode,
+    String(c.clients),
+    ...proxies.map((s) => {
+      const r = get(c, s.key);
+      return r?.proxyCpuPerTx !== undefined ? fmt(r.proxyCpuPerTx, 1) : '–';
+    }),
+  ]);
+  out.push(table(chead, crows), '');
+  return out.join('\n');
+}
+
+// ---- 2. dual-write cost ----------------------------------------------------------
+
+async function mirroringLive(syPort: number, admin: pg.Client): Promise<boolean> {
+  const c = new pg.Client({ host: '127.0.0.1', port: syPort, database: DB, user: USER });
+  await c.connect();
+  try {
+    const r = await c.query(
+      "INSERT INTO users (email, first_name, last_name) VALUES ('Probe@Example.com', 'probe', 'row') RETURNING id",
+    );
+    const id = r.rows[0].id as string;
+    const m = await admin.query('SELECT full_name FROM users_v2 WHERE id = $1', [id]);
+    return m.rowCount === 1 && m.rows[0].full_name === 'probe row';
+  } finally {
+    await c.end();
+  }
+}
+
+async function dualWrite(
+  work: string,
+  directPort: number,
+  syMapped: Proc,
+  admin: pg.Client,
+): Promise<string> {
+  const live = await mirroringLive(syMapped.port, admin);
+  say(`dual-write: switchyard is ${live ? '' : 'NOT '}mirroring into users_v2`);
+  const scriptFile = async (name: string, text: string) => {
+    const f = path.join(work, `${name}.sql`);
+    await fs.writeFile(f, text);
+    return f;
+  };
+  const variants = [
+    {
+      key: 'switchyard',
+      label: live ? 'switchyard (mirrored)' : 'switchyard (NOT mirroring: rules not live)',
+      port: syMapped.port,
+      proc: syMapped,
+      script: (op: 'insert' | 'update') => WRITE_SCRIPTS[op].plain('users'),
+    },
+    {
+      key: 'direct',
+      label: 'direct, no mirror',
+      port: directPort,
+      script: (op: 'insert' | 'update') => WRITE_SCRIPTS[op].plain('users'),
+    },
+    {
+      key: 'trigger',
+      label: 'direct, BEFORE trigger upsert',
+      port: directPort,
+      script: (op: 'insert' | 'update') => WRITE_SCRIPTS[op].plain('users_trg'),
+    },
+    {
+      key: 'app',
+      label: 'direct, app writes both (BEGIN; old; new; COMMIT)',
+      port: directPort,
+      script: (op: 'insert' | 'update') => WRITE_SCRIPTS[op].app,
+    },
+  ];
+  const rows: string[][] = [];
+  let turn = 0;
+  const res = new Map<string, Measured>();
+  for (const op of ['insert', 'update'] as const) {
+    for (const mode of ['simple', 'prepared'] as const) {
+      const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
+      turn++;
+      for (const v of order) {
+        say(`dual-write ${op} -M ${mode} -> ${v.key}`);
+        const file = await scriptFile(`${op}-${v.key}`, v.script(op));
+        res.set(`${op}/${mode}/${v.key}`, await measure(v, { file, mode, clients: 1 }, work));
+      }
+      for (const v of variants) {
+        const r = res.get(`${op}/${mode}/${v.key}`)!;
+        const d = res.get(`${op}/${mode}/direct`)!;
+        rows.push([
+          op.toUpperCase(),
+          mode,
+          v.label,
+          fmt(r.tps),
+          ms(r.p50),
+          ms(r.p99),
+          `${fmt(r.p50 - d.p50)}`,
+        ]);
+      }
+    }
+  }
+  return [
+    '### Dual-write cost: one single-row write per transaction, 1 client',
+    '',
+    `Mirroring through switchyard at the time of the run: **${live ? 'yes' : 'no'}** (probe: an INSERT through the proxy ${live ? 'appeared' : 'did not appear'} in users_v2). The trigger variant is a BEFORE INSERT OR UPDATE row trigger doing the same upsert (the pgroll approach); the application variant sends BEGIN, the write on the old table, an upsert of the new row built from the old one, COMMIT (4 round trips).`,
+    '',
+    table(['write', 'mode', 'how', 'writes/s', 'p50 ms', 'p99 ms', 'p50 − direct µs'], rows),
+    '',
+  ].join('\n');
+}
+
+// ---- 3. switched reads -------------------------------------------------------------
+
+async function explain(port: number, sql: string): Promise<string> {
+  const c = new pg.Client({ host: '127.0.0.1', port, database: DB, user: USER });
+  await c.connect();
+  try {
+    const r = await c.query(`EXPLAIN (COSTS OFF) ${sql}`);
+    return r.rows.map((x) => x['QUERY PLAN']).join('\n');
+  } finally {
+    await c.end();
+  }
+}
+
+/** The SQL text the server received, as it saw it (the query reads its own pg_stat_activity row). */
+async function sqlAsReceived(port: number, sql: string): Promise<string> {
+  const c = new pg.Client({ host: '127.0.0.1', port, database: DB, user: USER });
+  await c.connect();
+  try {
+    const probe = sql.replace(
+      'SELECT ',
+      'SELECT (SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS sy_received, ',
+    );
+    const r = await c.query(probe);
+    return (r.rows[0]?.sy_received as string) ?? '(no row)';
+  } finally {
+    await c.end();
+  }
+}
+
+async function reads(
+  work: string,
+  up: Upstream,
+  directPort: number,
+  admin: pg.Client,
+  procs: Proc[],
+): Promise<string> {
+  const syNew = await startSwitchyard(work, up, {
+    name: 'switchyard-readnew',
+    mappings: [{ ...MAPPING, reads: 'new' }],
+  });
+  procs.push(syNew);
+  const oldSql = READ_OLD_SQL.replace(':id', '4242');
+  const handSql = READ_HAND_SQL.replace(':id', '4242');
+  const received = await sqlAsReceived(syNew.port, oldSql);
+  const switched = /users_v2/.test(received);
+  say(`reads: switchyard is ${switched ? '' : 'NOT '}switching reads to users_v2`);
+  const planSwitched = await explain(syNew.port, oldSql);
+  const planHand = await explain(directPort, handSql);
+  const planReceived = switched
+    ? await explain(
+        directPort,
+        received.replace(
+          /^SELECT \(SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid\(\)\) AS sy_received, /,
+          'SELECT ',
+        ),
+      )
+    : '';
+  void admin;
+  const variants = [
+    {
+      key: 'switched',
+      label: `old query through switchyard, reads: new${switched ? '' : ' (NOT switched: rules not live)'}`,
+      port: syNew.port,
+      proc: syNew,
+      sql: READ_OLD_SQL,
+    },
+    {
+      key: 'hand-sy',
+      label: 'hand-written on users_v2, through switchyard',
+      port: syNew.port,
+      proc: syNew,
+      sql: READ_HAND_SQL,
+    },
+    { key: 'hand-direct', label: 'hand-written on users_v2, direct', port: directPort, sql: READ_HAND_SQL },
+    { key: 'old-direct', label: 'old query on users, direct', port: directPort, sql: READ_OLD_SQL },
+  ];
+  const rows: string[][] = [];
+  let turn = 0;
+  for (const mode of ['simple', 'prepared'] as const) {
+    const res = new Map<string, Measured>();
+    const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
+    turn++;
+    for (const v of order) {
+      say(`reads -M ${mode} -> ${v.key}`);
+      const file = path.join(work, `read-${v.key}.sql`);
+      await fs.writeFile(file, readScript(v.sql));
+      res.set(v.key, await measure(v, { file, mode, clients: 1 }, work));
+    }
+    const base = res.get('hand-sy')!;
+    for (const v of variants) {
+      const r = res.get(v.key)!;
+      rows.push([mode, v.label, fmt(r.tps), ratio(r.tps, base.tps), ms(r.p50), ms(r.p99)]);
+    }
+  }
+  await syNew.stop();
+  return [
+    '### Reads switched to the new table, 1 client',
+    '',
+    "The same point lookup: the application's query on `users` sent through switchyard with `reads: new`, against the query written by hand on `users_v2` (through the same proxy, so only the rewrite differs, and direct).",
+    '',
+    table(['mode', 'query', 'queries/s', 'vs hand-written via switchyard', 'p50 ms', 'p99 ms'], rows),
+    '',
+    `SQL the server received for \`${oldSql}\` through switchyard:`,
+    '',
+    '```sql',
+    received,
+    '```',
+    '',
+    'Plan of the switched query (EXPLAIN sent through switchyard):',
+    '',
+    '```',
+    planSwitched,
+    '```',
+    '',
+    ...(planReceived ? ['Plan of the received SQL, sent directly:', '', '```', planReceived, '```', ''] : []),
+    'Plan of the hand-written query:',
+    '',
+    '```',
+    planHand,
+    '```',
+    '',
+  ].join('\n');
+}
+
+// ---- 4. idle connections -----------------------------------------------------------
+
+async function idleRss(proc: Proc, n: number): Promise<{ before: number; after: number; opened: number }> {
+  const pid = proc.pid()!;
+  const before = await rssBytes(pid);
+  const clients: pg.Client[] = [];
+  let opened = 0;
+  try {
+    for (let i = 0; i < n; i += 50) {
+      const batch = Array.from({ length: Math.min(50, n - i) }, () => {
+        const c = new pg.Client({ host: '127.0.0.1', port: proc.port, database: DB, user: USER });
+        clients.push(c);
+        return c.connect().then(() => {
+          opened++;
+        });
+      });
+      await Promise.all(batch);
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+    const after = await rssBytes(pid);
+    return { before, after, opened };
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
+    // Let the server's backends exit before the next system opens its own.
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+async function idle(work: string, up: Upstream, syMapped: Proc, pipe: Proc, bouncer?: Proc): Promise<string> {
+  void work;
+  void up;
+  const rows: string[][] = [];
+  for (const p of [syMapped, pipe, ...(bouncer ? [bouncer] : [])]) {
+    say(`idle: ${IDLE} connections through ${p.name}`);
+    const r = await idleRss(p, IDLE);
+    rows.push([
+      p.name,
+      String(r.opened),
+      fmt(r.before / 2 ** 20, 1),
+      fmt(r.after / 2 ** 20, 1),
+      fmt((r.after - r.before) / r.opened / 1024, 1),
+    ]);
+  }
+  return [
+    `### ${fmt(IDLE)} idle client connections`,
+    '',
+    'Resident memory (VmRSS) of the proxy process with every connection open and idle (each also holds its own server connection: session mode). Target for switchyard: under 150 MB in total.',
+    '',
+    table(['proxy', 'connections', 'RSS before MB', 'RSS with connections MB', 'KiB per connection'], rows),
+    '',
+  ].join('\n');
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exitCode = 1;
+});
