@@ -103,9 +103,10 @@ describe('disconnects', () => {
     const terminateIdle = async (url: string) => {
       const c = new pg.Client({ connectionString: url });
       const errors: { code?: string; severity?: string; message: string }[] = [];
-      c.on('error', (e: pg.DatabaseError) =>
-        errors.push({ code: e.code, severity: e.severity, message: e.message }),
-      );
+      c.on('error', (err) => {
+        const e = err as pg.DatabaseError;
+        errors.push({ code: e.code, severity: e.severity, message: e.message });
+      });
       await c.connect();
       const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
       const ended = new Promise<void>((resolve) => c.on('end', () => resolve()));
