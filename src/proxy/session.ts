@@ -99,6 +99,8 @@ export class Session {
   private killSwitch = false;
   private rulesApply = false;
   private searchPath: string[] = ['$user', 'public'];
+  /** What RESET search_path returns to: the startup setting or the server default. */
+  private defaultSearchPath: string[] = ['$user', 'public'];
   private localSearchPath?: string[];
   private statements = new Map<string, StatementInfo>();
   private portals = new Map<string, PortalInfo>();
@@ -255,7 +257,7 @@ export class Session {
     this.database = startup.params.get('database') || this.user;
     const rules = this.deps.store.current.rules.session;
     const sp = startup.params.get('search_path') ?? searchPathFromOptions(startup.params.get('options'));
-    if (sp !== undefined) this.searchPath = rules.parseSearchPath(sp);
+    if (sp !== undefined) this.searchPath = this.defaultSearchPath = rules.parseSearchPath(sp);
     this.connectUpstream(packet);
   }
 
@@ -507,7 +509,7 @@ export class Session {
     if (!/search_path|reset\s+all|discard\s+all/i.test(sql)) return;
     const change = rules.searchPathChange(sql);
     if (!change) return;
-    const value = change.value ?? ['$user', 'public'];
+    const value = change.value ?? this.defaultSearchPath;
     if (change.local) this.localSearchPath = value;
     else this.searchPath = value;
   }
