@@ -1,0 +1,82 @@
+// CPU per statement in the planner: plan-cache hit, miss (parse + rewrite),
+// and the prefilter fast path. No Postgres needed: the rules are built from
+// the corpus mappings with a synthetic catalog.
+//   npx tsx bench/planner.ts
+import { configSchema } from '../src/config/schema.ts';
+import type { CompiledMapping } from '../src/rules/mapping.ts';
+import { type PlanContext, Planner } from '../src/rules/planner.ts';
+import { type RuleSet, relationKey } from '../src/rules/ruleset.ts';
+import { loadParser } from '../src/sql/parse.ts';
+import { CORPUS_MAPPINGS, ORM_CORPUS } from '../test/fixtures/orm-corpus.ts';
+
+await loadParser();
+
+const TYPES: Record<string, string> = {
+  id: 'integer',
+  userId: 'integer',
+  totalCents: 'integer',
+  select: 'integer',
+};
+const mappings: CompiledMapping[] = configSchema
+  .parse({ upstream: { host: 'x' }, mappings: CORPUS_MAPPINGS.map((m) => ({ ...m, reads: 'new' })) })
+  .mappings.map((c) => {
+    const strip = (s: string) => s.replace(/^"|"$/g, '');
+    return {
+      name: c.name,
+      config: c,
+      old: { schema: 'public', name: strip(c.old) },
+      new: { schema: 'public', name: strip(c.new) },
+      key: c.key,
+      up: Object.entries(c.up).map(([column, expr]) => ({ column, expr })),
+      down: Object.entries(c.down ?? {}).map(([column, expr]) => ({ column, expr })),
+      oldColumns: Object.keys(c.down ?? {}).map((name) => ({ name, type: TYPES[name] ?? 'text' })),
+      newColumns: Object.keys(c.up).map((name) => ({ name, type: TYPES[name] ?? 'text' })),
+    };
+  });
+const rules: RuleSet = {
+  mappings,
+  database: 'bench',
+  serverVersion: 18,
+  relations: new Set(
+    mappings.flatMap((m) => [relationKey('public', m.old.name), relationKey('public', m.new.name)]),
+  ),
+};
+const planner = new Planner(rules);
+const ctx: PlanContext = {
+  searchPath: ['$user', 'public'],
+  user: 'app',
+  killSwitch: false,
+  onUnmirrorable: 'passthrough',
+  version: 1,
+};
+const sqls = ORM_CORPUS.map((e) => e.sql);
+const unmapped = [
+  'SELECT "id", "name" FROM "accounts" WHERE "id" = $1 LIMIT 1',
+  'INSERT INTO events (kind, payload, created_at) VALUES ($1, $2::jsonb, now()) RETURNING id',
+  'UPDATE sessions SET last_seen = now() WHERE token = $1',
+  'SELECT count(*) FROM audit_log WHERE entity = $1 AND entity_id = ANY($2::int[])',
+];
+
+function measure(label: string, rounds: number, fn: (i: number) => void): number {
+  for (let i = 0; i < Math.min(rounds, 2000); i++) fn(i); // warm-up
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < rounds; i++) fn(i);
+  const us = Number(process.hrtime.bigint() - t0) / 1000 / rounds;
+  console.log(`${label.padEnd(40)} ${us.toFixed(2).padStart(8)} µs/statement  (${rounds} runs)`);
+  return us;
+}
+
+for (const s of sqls) planner.plan(s, ctx);
+const hit = measure('plan-cache hit (mapped statements)', 200_000, (i) => {
+  planner.plan(sqls[i % sqls.length], ctx);
+});
+measure('prefilter pass (no mapped name)', 500_000, (i) => {
+  planner.plan(unmapped[i % unmapped.length], ctx);
+});
+let v = 1000;
+const miss = measure('plan-cache miss (parse + plan + splice)', 5_000, (i) => {
+  planner.plan(sqls[i % sqls.length], { ...ctx, version: v++ });
+});
+const rewrites = sqls.map((s) => planner.plan(s, ctx)).filter((p) => p.rewritten).length;
+console.log(`\n${rewrites}/${sqls.length} corpus statements rewritten (reads: new, dual-write on)`);
+console.log(`hit ${hit.toFixed(2)} µs (target < 20), miss ${miss.toFixed(1)} µs`);
