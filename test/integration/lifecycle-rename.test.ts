@@ -1,7 +1,7 @@
 // One mapping shape through the whole migration lifecycle (see test/support/lifecycle.ts).
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
-import { printPlanCache, runLifecycle } from '../support/lifecycle.ts';
+import { describeReport, printPlanCache, runLifecycle } from '../support/lifecycle.ts';
 import { renameCase } from '../support/mapping-cases.ts';
 
 let db: TestDatabase;
@@ -17,6 +17,7 @@ afterAll(async () => {
 
 it('rename: expand, dual-write, backfill, reads new, reads old, kill switch, dual-write again', async () => {
   const report = await runLifecycle(db, renameCase, { seed: 11 });
+  console.log(describeReport(report));
   expect(report.map((r) => r.stage)).toEqual([
     'dual-write',
     'backfill',

@@ -305,6 +305,8 @@ function shapeOf(r: pg.QueryResult) {
 
 export interface StageReport {
   stage: string;
+  /** Wall time of the stage's workload, checks included. */
+  ms?: number;
   workload?: WorkloadResult;
   newRows: number;
 }
@@ -336,6 +338,11 @@ export async function runLifecycle(
   const proxy = await startProxy(db, mappingConfig([c.mapping]));
   const url = proxy.url();
   const workload = () => runWorkload(url, c, keys, { clients, perClient, seed: seed++ });
+  let t0 = performance.now();
+  const push = (r: StageReport) => {
+    report.push({ ...r, ms: Math.round(performance.now() - t0) });
+    t0 = performance.now();
+  };
 
   try {
     // dual-write: rows written through the proxy reach new; older rows are not there yet.
@@ -343,23 +350,23 @@ export async function runLifecycle(
     let w = await workload();
     const written = await checkSubset(db, m, preexisting, 'dual-write');
     if (written === 0) throw new Error('dual-write: no row reached the new table');
-    report.push({ stage: 'dual-write', workload: w, newRows: written });
+    push({ stage: 'dual-write', workload: w, newRows: written });
 
     // backfill the rows that predate dual-write; the dual-write's own rows are fresher and kept.
     await db.query(upsertSql(m, `SELECT * FROM ${qualified(m.old)}`, 'nothing'));
-    report.push({ stage: 'backfill', newRows: await checkEqual(db, m, 'backfill') });
+    push({ stage: 'backfill', newRows: await checkEqual(db, m, 'backfill') });
 
     // reads new: reads are served by new and look exactly like reads of old; writes still mirror.
     await applyConfig(proxy, db, mappingConfig([c.mapping], { reads: 'new' }));
     await compareReads(db, url, c, 'reads new');
     w = await workload();
-    report.push({ stage: 'reads new', workload: w, newRows: await checkEqual(db, m, 'reads new') });
+    push({ stage: 'reads new', workload: w, newRows: await checkEqual(db, m, 'reads new') });
     await compareReads(db, url, c, 'reads new after writes');
 
     // reads back to old (the rollback of a read switch).
     await applyConfig(proxy, db, mappingConfig([c.mapping], { reads: 'old' }));
     w = await workload();
-    report.push({ stage: 'reads old', workload: w, newRows: await checkEqual(db, m, 'reads old') });
+    push({ stage: 'reads old', workload: w, newRows: await checkEqual(db, m, 'reads old') });
     await compareReads(db, url, c, 'reads old');
 
     // kill switch: writes reach old only; new keeps exactly its state from before.
@@ -375,7 +382,7 @@ export async function runLifecycle(
     if (w.ok > 0 && drift.missing.length + drift.extra.length + drift.different.length === 0) {
       throw new Error(`kill switch: ${w.ok} writes succeeded but old still equals new: were they mirrored?`);
     }
-    report.push({ stage: 'kill switch', workload: w, newRows: after.actual.length });
+    push({ stage: 'kill switch', workload: w, newRows: after.actual.length });
 
     // dual-write again: repair the gap the kill switch left, then keep writing.
     await applyConfig(proxy, db, mappingConfig([c.mapping]));
@@ -383,7 +390,7 @@ export async function runLifecycle(
     await db.query(deleteOrphansSql(m, `SELECT ${orderBy(m)} FROM ${qualified(m.new)}`));
     await checkEqual(db, m, 'gap repaired');
     w = await workload();
-    report.push({
+    push({
       stage: 'dual-write again',
       workload: w,
       newRows: await checkEqual(db, m, 'dual-write again'),
@@ -404,4 +411,17 @@ export async function printPlanCache(label: string): Promise<{ hit: number; miss
   const rate = hit + miss === 0 ? 'n/a' : `${((100 * hit) / (hit + miss)).toFixed(1)}%`;
   console.log(`plan cache [${label}]: hit ${hit} miss ${miss} rate ${rate}`);
   return { hit, miss };
+}
+
+/** One line per stage: statements sent, succeeded, failed by SQLSTATE, rows in new. */
+export function describeReport(report: StageReport[]): string {
+  return report
+    .map((r) => {
+      const w = r.workload;
+      const work = w
+        ? `${w.statements} writes, ${w.ok} ok, failed ${JSON.stringify(w.failed)}`
+        : 'no workload';
+      return `${r.stage.padEnd(17)} ${work}; new has ${r.newRows} rows (${r.ms} ms)`;
+    })
+    .join('\n');
 }
