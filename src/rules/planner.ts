@@ -3,7 +3,8 @@
 // "$user"), the kill switch, onUnmirrorable and the config version; all of
 // them are in the cache key.
 import { quoteIdent } from '../sql/ident.ts';
-import { type Node, type ParsedSql, parseSql, SqlParseError, scanTokens, type Token } from '../sql/parse.ts';
+import { lexSql } from '../sql/lex.ts';
+import { type Node, type ParsedSql, parseSql, SqlParseError, type Token } from '../sql/parse.ts';
 import { PlanCache } from '../sql/plan-cache.ts';
 import { Prefilter } from '../sql/prefilter.ts';
 import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
@@ -26,6 +27,7 @@ export type StatementShape =
 export type Route = 'passthrough' | 'mirrored_write' | 'read_old' | 'read_new';
 export type UnmirroredReason = 'copy' | 'truncate' | 'where_current_of' | 'parse_error' | 'unsupported';
 
+/** Plans are cached and shared between sessions: treat them as read-only. */
 export interface Plan {
   /** The text to send (=== input when nothing changed). */
   sql: string;
@@ -137,7 +139,23 @@ export class Planner {
     );
     const hit = this.cache.get(key);
     if (hit) return hit;
-    const plan = this.build(sql, ctx);
+    let plan: Plan;
+    try {
+      plan = this.build(sql, ctx);
+    } catch (e) {
+      // A statement shape the planner did not foresee must not take the session down:
+      // it is treated like any write that cannot be mirrored.
+      const hit = this.oldNameFilters.find((f) => f.filter.matches(sql));
+      if (!hit) return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
+      plan = this.unmirrorable(
+        sql,
+        ctx,
+        hit.mapping,
+        'unsupported',
+        `planner error: ${(e as Error).message}`,
+        FORWARD_LIST,
+      );
+    }
     this.cache.set(key, plan);
     return plan;
   }
@@ -211,7 +229,7 @@ export class Planner {
     };
     let tokens: Token[] | undefined;
     const allTokens = () => {
-      tokens ??= scanTokens(sql);
+      tokens ??= lexSql(parsed.bytes);
       return tokens;
     };
 

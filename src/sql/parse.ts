@@ -72,7 +72,7 @@ export function parseSql(sql: string): ParsedSql {
   return { sql, bytes, statements };
 }
 
-/** Every token of the text (comments included), with byte positions. */
+/** Every token of the text (comments included), with byte positions, from the parser's own scanner. */
 export function scanTokens(sql: string): Token[] {
   ensureReady();
   const r = scanSync(sql) as { tokens: Token[] };

@@ -121,6 +121,11 @@ describe('compileRules', () => {
       /down expression for column id .*cannot cast type uuid to integer/,
     ],
     [
+      'reads: new without a down expression for every old column',
+      { reads: 'new', down: { id: 'id', email: 'email' } },
+      /reads: new needs a down expression for every old column; missing first_name, last_name/,
+    ],
+    [
       'a key that is not unique in new',
       { new: 'nokey_v2', up: { id: 'id', email: 'email' } },
       /key \(id\) is not the primary key or a unique index of "public"."nokey_v2"/,
