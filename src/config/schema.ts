@@ -39,6 +39,7 @@ export const upstreamSchema = z
     url: z
       .string()
       .regex(/^postgres(?:ql)?:\/\//, 'must be a postgres:// URL')
+      .refine((u) => URL.canParse(u) && new URL(u).hostname !== '', 'is not a valid URL with a host')
       .optional()
       .describe('postgres://host:port; host and port are taken from it'),
     sslmode: z.enum(['disable', 'require', 'verify-full']).default('disable'),

@@ -22,6 +22,8 @@ export class ProxyServer {
   private server: net.Server;
   private sessions = new Set<Session>();
   private draining = false;
+  /** Refused clients still reading their error. */
+  private refused = new Set<net.Socket>();
 
   constructor(private readonly opts: ProxyOptions) {
     this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
@@ -61,7 +63,10 @@ export class ProxyServer {
     socket.on('error', () => {});
     if (this.draining) {
       metrics.connectionsRejected.inc({ reason: 'draining' });
-      socket.end(errorResponse({ severity: 'FATAL', code: '57P03', message: 'switchyard: shutting down' }));
+      this.refuse(
+        socket,
+        errorResponse({ severity: 'FATAL', code: '57P03', message: 'switchyard: shutting down' }),
+      );
       return;
     }
     if (this.sessions.size >= config.limits.maxClientConnections) {
@@ -70,7 +75,8 @@ export class ProxyServer {
         { client: `${socket.remoteAddress}:${socket.remotePort}`, limit: config.limits.maxClientConnections },
         'connection refused: too many clients',
       );
-      socket.end(
+      this.refuse(
+        socket,
         errorResponse({
           severity: 'FATAL',
           code: '53300',
@@ -93,6 +99,14 @@ export class ProxyServer {
       },
     });
     this.sessions.add(session);
+  }
+
+  /** Sends the error and closes: the client reads why, and a client that never hangs up cannot hold the socket. */
+  private refuse(socket: net.Socket, error: Buffer): void {
+    this.refused.add(socket);
+    socket.once('close', () => this.refused.delete(socket));
+    socket.end(error);
+    setTimeout(() => socket.destroy(), REFUSE_GRACE_MS).unref();
   }
 
   /** Whether a TCP connection to the upstream opens within the timeout. */
@@ -136,6 +150,10 @@ export class ProxyServer {
     this.draining = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.close('proxy closing');
+    for (const s of this.refused) s.destroy();
     await closed;
   }
 }
+
+/** How long a refused client may keep its socket open to read the error, as Postgres allows after a FATAL. */
+const REFUSE_GRACE_MS = 1000;

@@ -50,6 +50,8 @@ export interface SessionDeps {
 }
 
 const MAX_STARTUP_PACKET = 10_000;
+/** Size of the buffer server reads land in: as large as libuv's default read. */
+const SERVER_READ_BYTES = 64 * 1024;
 const PASSTHROUGH_OBSERVER = (): Observer => ({
   latency: metrics.statementLatency.labels('passthrough', ''),
   route: 'passthrough',
@@ -88,6 +90,7 @@ export class Session {
   private startupTimer?: NodeJS.Timeout;
   private clientScanner?: MessageScanner;
   private serverScanner?: MessageScanner;
+  private readBuf?: Buffer;
   /** Client bytes that followed the startup packet before the upstream connection was up. */
   private early?: Buffer;
   private queue = new ReplyQueue();
@@ -263,7 +266,21 @@ export class Session {
 
   private connectUpstream(packet: Buffer): void {
     const target = this.deps.upstream();
-    const sock = net.connect({ host: target.host, port: target.port });
+    // Plain TCP reads into a buffer the session keeps (no allocation and no
+    // stream machinery per read); TLS reads through its own socket.
+    const sock = target.secure
+      ? net.connect({ host: target.host, port: target.port })
+      : net.connect({
+          host: target.host,
+          port: target.port,
+          onread: {
+            buffer: () => this.serverReadBuffer(),
+            callback: (n: number, buf: Uint8Array) => {
+              this.onServerData((buf as Buffer).subarray(0, n));
+              return true;
+            },
+          },
+        });
     sock.setNoDelay(true);
     let connected = false;
     const timer = setTimeout(() => {
@@ -285,21 +302,30 @@ export class Session {
       );
     });
     sock.once('connect', async () => {
-      connected = true;
-      clearTimeout(timer);
       if (this.closed) {
+        clearTimeout(timer);
         sock.destroy();
         return;
       }
       let up: net.Socket = sock;
       try {
+        // The timeout covers the TLS handshake too: a server that accepts and never answers is not usable.
         if (target.secure) up = await target.secure(sock);
       } catch (err) {
+        if (connected || sock.destroyed) return;
+        connected = true;
+        clearTimeout(timer);
         metrics.upstreamConnectErrors.inc({ reason: 'tls' });
         sock.destroy();
         this.fatal('08001', `upstream TLS failed: ${(err as Error).message}`);
         return;
       }
+      if (connected) {
+        up.destroy();
+        return;
+      }
+      connected = true;
+      clearTimeout(timer);
       if (this.closed) {
         up.destroy();
         return;
@@ -307,7 +333,7 @@ export class Session {
       this.upstream = up;
       this.serverScanner = new MessageScanner(this.serverSink);
       this.clientScanner = new MessageScanner(this.clientSink, this.deps.maxMessageBytes);
-      up.on('data', (chunk: Buffer) => this.onServerData(chunk));
+      if (target.secure) up.on('data', (chunk: Buffer) => this.onServerData(chunk));
       up.on('error', (err) => this.upstreamLost(err.message));
       up.on('close', () => this.upstreamLost('upstream closed'));
       up.write(packet);
@@ -337,6 +363,17 @@ export class Session {
     } else {
       this.close(why);
     }
+  }
+
+  /**
+   * The buffer the next server read lands in. Forwarded slices point into it,
+   * so while the client socket still holds unsent bytes it gets a new one.
+   */
+  private serverReadBuffer(): Buffer {
+    if (this.readBuf === undefined || this.client.writableLength > 0) {
+      this.readBuf = Buffer.allocUnsafe(SERVER_READ_BYTES);
+    }
+    return this.readBuf;
   }
 
   private onServerData(chunk: Buffer): void {
