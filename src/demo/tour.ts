@@ -272,6 +272,8 @@ async function backfillStep(ctx: Ctx, rulesLive: boolean): Promise<void> {
   const traffic = backgroundWrites(worker, HISTORICAL_ROWS);
   const tty = process.stdout.isTTY === true;
   let reporter: ProgressReporter | undefined;
+  // The total is an estimate (reltuples) until the run ends; then it is what the run found.
+  let finished = false;
   let snapshot: (() => ProgressSnapshot) | undefined;
   const backfill: Backfill = new Backfill(
     mapping,
@@ -286,7 +288,7 @@ async function backfillStep(ctx: Ctx, rulesLive: boolean): Promise<void> {
           return {
             rows,
             inserted: backfill.stats.rowsInserted,
-            total: Math.max(info.estimatedRows, rows),
+            total: finished ? rows : Math.max(info.estimatedRows, rows),
             rate,
             etaSeconds: rate > 0 ? Math.max(0, info.estimatedRows - rows) / rate : undefined,
             note: backfill.pausedNote,
@@ -307,15 +309,12 @@ async function backfillStep(ctx: Ctx, rulesLive: boolean): Promise<void> {
   let stats: BackfillStats;
   try {
     stats = await backfill.run();
+    finished = stats.outcome === 'done';
   } finally {
     reporter?.stop();
   }
   const app = await traffic.stop();
-  if (!tty && snapshot) {
-    const last = snapshot();
-    // The total was an estimate (reltuples); a finished run has done exactly what it found.
-    n.say(renderBar({ ...last, total: stats.outcome === 'done' ? last.rows : last.total, etaSeconds: 0 }));
-  }
+  if (!tty && snapshot) n.say(renderBar({ ...snapshot(), etaSeconds: 0 }));
   n.say(
     `${stats.outcome}: ${stats.rowsScanned.toLocaleString('en-US')} rows scanned, ${stats.rowsInserted.toLocaleString('en-US')} inserted, ` +
       `${stats.batches} batches, ${(stats.elapsedMs / 1000).toFixed(1)} s; rows the app had already mirrored were left as they were.`,

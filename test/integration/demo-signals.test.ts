@@ -62,7 +62,7 @@ describe('switchyard demo and Ctrl-C', () => {
     expect(demo.output()).toContain('Nothing is left running.');
     expect(processesMentioning(root)).toEqual([]);
     expect(existsSync(root)).toBe(false);
-  });
+  }, 120_000);
 
   it('--keep-running serves clients after the tour until Ctrl-C, then stops everything', async () => {
     const demo = startDemo(['--keep-running']);
@@ -88,5 +88,5 @@ describe('switchyard demo and Ctrl-C', () => {
     expect(demo.output()).toContain('Nothing is left running.');
     expect(processesMentioning(dataDir)).toEqual([]);
     expect(existsSync(root)).toBe(false);
-  });
+  }, 240_000);
 });
