@@ -418,6 +418,8 @@ export class Session {
         case Frontend.Describe:
         case Frontend.Close:
         case Frontend.Execute:
+          // The round's config decides whether the message must be opened.
+          this.beginRound();
           if (this.rulesApply) return Action.Inspect;
           this.pushSimple(type);
           return Action.Pass;
