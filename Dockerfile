@@ -33,8 +33,8 @@ EXPOSE 6432 9187
 
 # slim has no curl; node's fetch does the probe. SWITCHYARD_ADMIN_PORT follows a
 # config whose admin.port is not the default.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.SWITCHYARD_ADMIN_PORT||9187)+'/healthz',{signal:AbortSignal.timeout(2000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.SWITCHYARD_ADMIN_PORT||9187)+'/healthz',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 
 # SIGTERM starts the drain: readiness turns false, open transactions get
 # shutdown.drainTimeoutMs to finish, then sessions end with 57P01. Give
