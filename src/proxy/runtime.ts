@@ -52,7 +52,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     admin = await startAdmin(
       { host: a.host, port: a.port, tokenEnv: config.admin.tokenEnv },
       {
-        store: store as unknown as ConfigStore,
+        store,
         connections: () => proxy.connections,
         draining: () => proxy.isDraining,
         upstreamReachable: () => proxy.upstreamReachable(800),
