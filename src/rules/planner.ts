@@ -10,7 +10,7 @@ import { Prefilter } from '../sql/prefilter.ts';
 import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
 import { effectiveSchemas } from '../sql/search-path.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
-import { indexAt, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
+import { indexAt, isKeyword, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
 import type { CompiledMapping } from './mapping.ts';
 import { buildMirror } from './mirror.ts';
 import { qualified } from './rowsql.ts';
@@ -194,13 +194,12 @@ export class Planner {
     }
     const span = relationSpan(st, ref.location, ref.only);
     if (!span) return undefined;
-    const edits: Edit[] = [
-      {
-        start: span.start,
-        end: span.end,
-        text: `${rt.readSubquery}${ref.alias === undefined ? ` AS ${quoteIdent(ref.name)}` : ''}`,
-      },
-    ];
+    const named = `${rt.readSubquery}${ref.alias === undefined ? ` AS ${quoteIdent(ref.name)}` : ''}`;
+    const before = st.toks[indexAt(st, span.start) - 1];
+    // `TABLE users` is short for `SELECT * FROM users`, and only takes a name.
+    const edits: Edit[] = isKeyword(before, 'table')
+      ? [{ start: before.start, end: span.end, text: `SELECT * FROM ${named}` }]
+      : [{ start: span.start, end: span.end, text: named }];
     // schema.table.column: the subquery is known by its alias only, so drop the schema part.
     for (const lr of info.longColumnRefs) {
       if (lr.parts[lr.parts.length - 1] !== ref.name) continue;

@@ -18,6 +18,7 @@ const KEYWORDS = new Set([
   'only',
   'distinct',
   'as',
+  'table',
 ]);
 
 function isIdentStart(c: number): boolean {

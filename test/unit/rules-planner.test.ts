@@ -224,6 +224,11 @@ describe('Planner: reads', () => {
     expect(plan2.sql).toBe(`SELECT "users"."id" FROM ${sub} AS "users"`);
   });
 
+  it('expands the TABLE shorthand, which takes only a name', () => {
+    expect(reading().plan('TABLE users', ctx).sql).toBe(`SELECT * FROM ${sub} AS "users"`);
+    expect(reading().plan('TABLE ONLY public.users', ctx).sql).toBe(`SELECT * FROM ${sub} AS "users"`);
+  });
+
   it('switches reads inside a mirrored write', () => {
     const plan = reading().plan('INSERT INTO users SELECT id + 100, n FROM users', ctx);
     expect(plan.route).toBe('mirrored_write');
