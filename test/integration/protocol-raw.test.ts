@@ -13,6 +13,7 @@ import {
   RawConn,
   requestPacket,
   serialize,
+  startupPacket,
   typed,
   types,
 } from '../fixtures/wire/raw-client.ts';
@@ -191,6 +192,60 @@ describe('extended protocol, message by message', () => {
     c.send(serialize.query('ROLLBACK'));
     const rb = await c.until('Z');
     expect(rb.at(-1)!.body.toString()).toBe('I');
+  });
+
+  it('an empty query and COPY in the extended protocol', async () => {
+    const { c } = await ready();
+    c.send(serialize.parse({ text: '' }), serialize.bind({}), serialize.execute({}), serialize.sync());
+    expect(types(await c.until('Z'))).toBe('1 2 I Z');
+    c.send(
+      serialize.parse({ text: 'COPY kv (k, v) FROM STDIN' }),
+      serialize.bind({}),
+      serialize.execute({}),
+      serialize.flush(),
+    );
+    expect(types(await c.until('G'))).toBe('1 2 G');
+    c.send(
+      serialize.copyData(Buffer.from('100\thundred\n101\tmore\n')),
+      serialize.copyDone(),
+      serialize.sync(),
+    );
+    const done = await c.until('Z');
+    expect(types(done)).toBe('C Z');
+    expect(cstrings(done[0].body)).toEqual(['COPY 2']);
+  });
+
+  it('FunctionCall (the fast-path interface) is answered with FunctionCallResponse', async () => {
+    const { c } = await ready();
+    const oid = (await db.query<{ oid: number }>("SELECT 'int4abs'::regproc::oid::int AS oid")).rows[0].oid;
+    const arg = Buffer.alloc(4);
+    arg.writeInt32BE(-17);
+    const body = Buffer.alloc(4 + 2 + 2 + 2 + 4 + 4 + 2);
+    let o = body.writeInt32BE(oid, 0);
+    o = body.writeInt16BE(1, o); // one argument format
+    o = body.writeInt16BE(1, o); // binary
+    o = body.writeInt16BE(1, o); // one argument
+    o = body.writeInt32BE(4, o);
+    arg.copy(body, o);
+    body.writeInt16BE(1, o + 4); // binary result
+    c.send(typed('F', body));
+    const msgs = await c.until('Z');
+    expect(types(msgs)).toBe('V Z');
+    expect(msgs[0].body.readInt32BE(0)).toBe(4);
+    expect(msgs[0].body.readInt32BE(4)).toBe(17);
+  });
+
+  it('messages pipelined right behind the startup packet are answered after startup, as by Postgres', async () => {
+    const run = async (port: number) => {
+      const c = await RawConn.connect(port);
+      conns.push(c);
+      c.send(startupPacket({ user: 'postgres', database: db.name }), serialize.query('SELECT 1 AS one'));
+      const msgs = [...(await c.until('Z')), ...(await c.until('Z'))];
+      return types(msgs.filter((m) => m.type !== 'S' && m.type !== 'K'));
+    };
+    const through = await run(proxy.port);
+    expect(through).toBe('R Z T D C Z');
+    expect(through).toBe(await run(db.port));
   });
 
   it('simple query: several statements, an empty query, and an error in the middle', async () => {
