@@ -78,6 +78,9 @@ export function buildMirror(input: MirrorInput): MirrorResult {
   if (keyChange && !newStyle && tag === 'INSERT') {
     return { ok: false, reason: 'ON CONFLICT DO UPDATE of key columns needs PostgreSQL 18' };
   }
+  if (newStyle && (n.returningClause?.options?.length ?? 0) > 0) {
+    return { ok: false, reason: 'RETURNING WITH (OLD AS ...) renames the pre-image a key move needs' };
+  }
   if (newStyle && ['old', 'new'].includes((target.alias ?? target.name).toLowerCase())) {
     return { ok: false, reason: 'a target named old or new hides the RETURNING old/new row' };
   }
