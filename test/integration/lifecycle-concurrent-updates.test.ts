@@ -20,14 +20,28 @@ const counters: MappingDefinition = {
   down: { id: 'id', n: 'hits' },
 };
 
+const slots: MappingDefinition = {
+  name: 'slots',
+  old: 'slots',
+  new: 'slots_v2',
+  key: ['id'],
+  up: { id: 'id', n: 'n' },
+  down: { id: 'id', n: 'n' },
+};
+
 beforeAll(async () => {
   db = await freshDatabase('lcc');
+  await db.query(`
+    CREATE TABLE slots (id int PRIMARY KEY, n int NOT NULL);
+    CREATE TABLE slots_v2 (id int PRIMARY KEY, n int NOT NULL);
+    INSERT INTO slots SELECT g, 0 FROM generate_series(1, 4) g;
+    INSERT INTO slots_v2 SELECT g, 0 FROM generate_series(1, 4) g;`);
   await db.query(`
     CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL);
     CREATE TABLE counters_v2 (id int PRIMARY KEY, hits bigint NOT NULL);
     INSERT INTO counters SELECT g, 0 FROM generate_series(1, 3) g;
     INSERT INTO counters_v2 SELECT g, 0 FROM generate_series(1, 3) g;`);
-  proxy = await startProxy(db, mappingConfig([counters]));
+  proxy = await startProxy(db, mappingConfig([counters, slots]));
 });
 
 afterAll(async () => {
@@ -81,4 +95,44 @@ it('two clients in transactions incrementing the same rows lose no update in the
     Array.from({ length: 2 * ROUNDS }, (_, k) => k + 1),
   );
   await checkEqual(db, await compileMapping(db, counters), 'concurrent increments');
+});
+
+it('one client moving rows to other keys while another increments them: new follows every move and increment', async () => {
+  const increments = new Map<number, number>();
+  const mover = async () => {
+    const c = new pg.Client({ connectionString: proxy.url() });
+    await c.connect();
+    try {
+      for (let r = 0; r < ROUNDS; r++) {
+        const slot = (r % 4) + 1;
+        // Flips the key's sign: the new row must move with it (delete the old key, upsert the new one).
+        if (r % 2 === 0) await c.query('UPDATE slots SET id = -id WHERE abs(id) = $1', [slot]);
+        else await c.query(`BEGIN; UPDATE slots SET id = -id WHERE abs(id) = ${slot}; COMMIT`);
+      }
+    } finally {
+      await c.end();
+    }
+  };
+  const incrementer = async () => {
+    const c = new pg.Client({ connectionString: proxy.url() });
+    await c.connect();
+    try {
+      for (let r = 0; r < ROUNDS; r++) {
+        const slot = ((r * 3) % 4) + 1;
+        const res = await c.query({
+          name: 'bump',
+          text: 'UPDATE slots SET n = n + 1 WHERE abs(id) = $1',
+          values: [slot],
+        });
+        expect(res.rowCount).toBe(1);
+        increments.set(slot, (increments.get(slot) ?? 0) + 1);
+      }
+    } finally {
+      await c.end();
+    }
+  };
+  await Promise.all([mover(), incrementer()]);
+  const old = await db.query('SELECT abs(id) AS slot, n FROM slots ORDER BY abs(id)');
+  expect(old.rows).toEqual([1, 2, 3, 4].map((slot) => ({ slot, n: increments.get(slot) ?? 0 })));
+  await checkEqual(db, await compileMapping(db, slots), 'concurrent key moves and increments');
 });
