@@ -206,19 +206,28 @@ async function dualWriteStep(ctx: Ctx, rulesLive: boolean): Promise<void> {
      RETURNING id`,
   );
   const [ada, grace] = ins.rows.map((r) => Number(r.id));
-  await app.query('UPDATE users SET last_name = $1 WHERE id = $2', ['Byron', ada]);
   const historical = 42;
-  await app.query("UPDATE users SET first_name = 'Alan', last_name = 'Turing' WHERE id = $1", [historical]);
-  await app.query('DELETE FROM users WHERE id = $1', [grace]);
+  const replies = [
+    ins,
+    await app.query('UPDATE users SET last_name = $1 WHERE id = $2', ['Byron', ada]),
+    await app.query("UPDATE users SET first_name = 'Alan', last_name = 'Turing' WHERE id = $1", [historical]),
+    await app.query('DELETE FROM users WHERE id = $1', [grace]),
+  ].map((r) => `-> ${r.command}${r.command === 'INSERT' ? ' 0' : ''} ${r.rowCount}`);
   ctx.ids = { inserted: [ada, grace], updated: historical, deleted: grace };
   n.block(
     [
-      "INSERT INTO users (first_name, last_name, email) VALUES ('Ada', 'Lovelace', ...), ('Grace', 'Hopper', ...)",
-      `UPDATE users SET last_name = 'Byron' WHERE id = ${ada}`,
-      `UPDATE users SET first_name = 'Alan', last_name = 'Turing' WHERE id = ${historical}   -- a historical row`,
-      `DELETE FROM users WHERE id = ${grace}`,
+      `INSERT INTO users (first_name, last_name, email) VALUES ('Ada', 'Lovelace', ...), ('Grace', 'Hopper', ...) RETURNING id   ${replies[0]} (ids ${ada}, ${grace})`,
+      `UPDATE users SET last_name = 'Byron' WHERE id = ${ada}   ${replies[1]}`,
+      `UPDATE users SET first_name = 'Alan', last_name = 'Turing' WHERE id = ${historical}   ${replies[2]}   (a historical row)`,
+      `DELETE FROM users WHERE id = ${grace}   ${replies[3]}`,
     ].join('\n'),
   );
+  const expectedReplies = ['-> INSERT 0 2', '-> UPDATE 1', '-> UPDATE 1', '-> DELETE 1'];
+  if (rulesLive && replies.join() !== expectedReplies.join()) {
+    fail(ctx, 'dual-write', `the app got ${replies.join(', ')} instead of ${expectedReplies.join(', ')}`);
+  } else {
+    n.say('The replies are exactly what Postgres gives for these statements on users alone.');
+  }
   const ids = [ada, grace, historical];
   const [oldRows, newRows] = [await rowsById(direct, 'users', ids), await rowsById(direct, 'users_v2', ids)];
   n.say('Read straight from Postgres (not through the proxy), the two tables now hold:');

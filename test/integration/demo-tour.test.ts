@@ -39,6 +39,7 @@ describe('switchyard demo', () => {
 
     for (let i = 1; i <= 10; i++) expect(out).toContain(`[${i}/10]`);
     expect(out).toMatch(/\$ psql "postgres:\/\/postgres@127\.0\.0\.1:\d+\/shop"/);
+    expect(out).toMatch(/RETURNING id\s+-> INSERT 0 2 /);
     expect(out).toContain('ok: every write reached users_v2');
     expect(out).toMatch(/\[#{30}\]\s+100\.0%\s+[\d,]+\/[\d,]+ rows/);
     expect(out).toContain('ok: verify found no drift');
