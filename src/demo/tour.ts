@@ -17,7 +17,7 @@ import { DEFAULT_VERIFY_OPTIONS, type Drift, type VerifyResult, verifyMapping } 
 import { backgroundWrites, connectClient } from './app.ts';
 import { freePort, LocalCluster } from './cluster.ts';
 import type { Narrator } from './narrate.ts';
-import { DEMO_DATABASE, demoConfigYaml, MAPPING, MAPPING_NAME, SCHEMA_SQL, seedSql } from './schema.ts';
+import { DEMO_DATABASE, demoConfigYaml, MAPPING_NAME, SCHEMA_SQL, seedSql } from './schema.ts';
 import { summarize } from './summary.ts';
 import type { Workspace } from './workspace.ts';
 
@@ -112,7 +112,7 @@ export async function runTour(n: Narrator, ws: Workspace): Promise<TourResult> {
   n.block(mappingYaml(await fs.readFile(configPath, 'utf8')));
   n.say(
     `Proxy on 127.0.0.1:${runtime.address.port}, admin endpoint ${adminUrl} (/metrics /status /healthz).`,
-    'Connect through the proxy exactly as you would to Postgres:',
+    'Connect through the proxy exactly as you would to Postgres (with --keep-running it stays up after the tour):',
   );
   n.cmd(`psql "${proxyUrl}"`);
   const app = await connectClient(proxyUrl, 'demo-app');
@@ -548,5 +548,4 @@ async function metricsStep(ctx: Ctx, _rulesLive: boolean): Promise<void> {
     `backfill rows copied: ${s.backfillRows}; verify chunks compared: ${s.verifyChunks}, drifted rows found: ${s.verifyDrift}, repaired: ${s.repairedRows}`,
     `All of it, and more, at ${ctx.adminUrl}/metrics (see docs/metrics.md).`,
   );
-  void MAPPING;
 }
