@@ -82,7 +82,10 @@ export const NEW_ROW_ALIAS = 'sy_new';
  * that have no old row whose up(key) is their key: rows up(old) cannot explain.
  */
 export function deleteOrphansWhereSql(m: CompiledMapping, where: string): string {
-  const match = m.key.map(quoteIdent).map((k) => `sy_up.${k} = ${NEW_ROW_ALIAS}.${k}`).join(' AND ');
+  const match = m.key
+    .map(quoteIdent)
+    .map((k) => `sy_up.${k} = ${NEW_ROW_ALIAS}.${k}`)
+    .join(' AND ');
   return (
     `DELETE FROM ${qualified(m.new)} AS ${NEW_ROW_ALIAS} WHERE (${where}) ` +
     `AND NOT EXISTS (SELECT 1 FROM (${upKeySelect(m, `SELECT * FROM ${qualified(m.old)}`)}) AS sy_up WHERE ${match})`
