@@ -127,30 +127,43 @@ describe('postgres.js', () => {
     expect(res.count).toBe(50);
   });
 
-  it('LISTEN/NOTIFY and cancel', async () => {
+  it('LISTEN/NOTIFY', async () => {
     const got: string[] = [];
-    const arrived = new Promise<void>((resolve) => {
-      sql
-        .listen('sy_pjs', (payload) => {
-          got.push(payload);
-          if (got.length === 2) resolve();
-        })
-        .catch(() => {});
+    let arrived!: () => void;
+    const both = new Promise<void>((resolve) => {
+      arrived = resolve;
     });
-    await new Promise((r) => setTimeout(r, 100));
+    // Resolves once the LISTEN has been executed on its own connection.
+    const listening = await sql.listen('sy_pjs', (payload) => {
+      got.push(payload);
+      if (got.length === 2) arrived();
+    });
     await sql`SELECT pg_notify('sy_pjs', 'a')`;
     await sql.notify('sy_pjs', 'b');
-    await arrived;
+    await both;
     expect(got).toEqual(['a', 'b']);
+    await listening.unlisten();
+  });
 
+  it('cancel() of a running pg_sleep(30) through the proxy gives 57014', async () => {
     const q = sql`SELECT pg_sleep(30)`;
     const running = q.then(
       () => undefined,
       (e) => e,
     );
-    await new Promise((r) => setTimeout(r, 300));
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const r = await db.query(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'PgSleep'",
+        [db.name],
+      );
+      if (r.rowCount) break;
+      if (Date.now() > deadline) throw new Error('pg_sleep never started');
+      await new Promise((r) => setTimeout(r, 25));
+    }
     await q.cancel();
     const err = await running;
     expect(err?.code).toBe('57014');
+    expect((await sql`SELECT 1 AS one`)[0].one).toBe(1);
   });
 });
