@@ -400,9 +400,10 @@ export function searchPathChange(sql: string): SearchPathChange | undefined {
     else if (n.name !== 'search_path') continue;
     else if (n.kind === 'VAR_RESET' || n.kind === 'VAR_SET_DEFAULT') out = { value: null, local };
     else if (n.kind === 'VAR_SET_VALUE') {
+      // Each argument is one schema name; '' (as in SET search_path = '') names none.
       const value = (n.args ?? [])
         .map((a: Node) => a.A_Const?.sval?.sval)
-        .filter((x: unknown) => x !== undefined);
+        .filter((x: unknown): x is string => typeof x === 'string' && x !== '');
       out = { value, local };
     }
   }
