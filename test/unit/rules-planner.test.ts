@@ -289,6 +289,7 @@ describe('searchPathChange', () => {
       value: ['b'],
       local: false,
     });
+    expect(searchPathChange(`SET search_path = ''`)).toEqual({ value: [], local: false });
     expect(searchPathChange('SET work_mem = 1')).toBeUndefined();
     expect(searchPathChange('SELECT 1')).toBeUndefined();
   });
