@@ -56,7 +56,12 @@ beforeEach(async () => {
   await viaProxy.query('INSERT INTO products_v2 SELECT id, sku, price_cents / 100.0, stock FROM products');
 });
 
-type Mode = 'simple' | 'extended';
+type Mode = 'simple' | 'extended' | 'binary';
+
+/** pg's `binary` option (all results in binary format) is missing from its type definitions. */
+function binaryQuery(s: Stmt, binary: boolean): pg.QueryConfig {
+  return { text: s.sql, values: s.params, binary } as pg.QueryConfig;
+}
 
 interface Outcome {
   command?: string;
@@ -68,7 +73,13 @@ interface Outcome {
 
 async function outcome(c: pg.Client, s: Stmt, mode: Mode): Promise<Outcome> {
   try {
-    const r = mode === 'simple' ? await c.query(inlineParams(s)) : await c.query(s.sql, s.params);
+    const r =
+      mode === 'simple'
+        ? await c.query(inlineParams(s))
+        : mode === 'binary'
+          ? // Results in binary format: a reshaped reply must keep the client's result formats.
+            await c.query(binaryQuery(s, true))
+          : await c.query(s.sql, s.params);
     return {
       command: r.command,
       rowCount: r.rowCount,
@@ -185,7 +196,7 @@ const CASES: { s: Stmt; command: string; rowCount: number; fields?: string[] }[]
   },
 ];
 
-for (const mode of ['simple', 'extended'] as const) {
+for (const mode of ['simple', 'extended', 'binary'] as const) {
   describe(`mirrored writes answer like Postgres (${mode} protocol)`, () => {
     for (const c of CASES) {
       it(`${c.command} ${c.rowCount}: ${c.s.sql}`, async () => {
@@ -217,7 +228,8 @@ for (const mode of ['simple', 'extended'] as const) {
       const c = new pg.Client({ connectionString: proxy.url() });
       await c.connect();
       try {
-        const q = (s: Stmt) => (mode === 'simple' ? c.query(inlineParams(s)) : c.query(s.sql, s.params));
+        const q = (s: Stmt) =>
+          mode === 'simple' ? c.query(inlineParams(s)) : c.query(binaryQuery(s, mode === 'binary'));
         await c.query('BEGIN');
         await q({ sql: 'INSERT INTO products (sku, price_cents) VALUES ($1, 1)', params: ['tx1'] });
         const err = await q({

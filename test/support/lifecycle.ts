@@ -4,6 +4,7 @@
 // writes through the proxy; after every stage the new table is compared with
 // up(old) row for row, straight on Postgres (never through the proxy).
 import pg from 'pg';
+import postgres from 'postgres';
 import { stringify } from 'yaml';
 import { registry } from '../../src/admin/metrics.ts';
 import { parseConfigText } from '../../src/config/load.ts';
@@ -27,8 +28,8 @@ import {
 } from './mapping-cases.ts';
 import { baseConfig, startProxy, type TestProxy } from './proxy.ts';
 
-export type ClientMode = 'simple' | 'extended' | 'prepared' | 'transaction';
-const MODES: ClientMode[] = ['simple', 'extended', 'prepared', 'transaction'];
+export type ClientMode = 'simple' | 'extended' | 'prepared' | 'transaction' | 'pipelined';
+const MODES: ClientMode[] = ['simple', 'extended', 'prepared', 'transaction', 'pipelined'];
 
 export interface Switches {
   dualWrite?: boolean;
@@ -109,7 +110,8 @@ function statementName(sql: string): string {
 /**
  * Several clients at once, each with its own seeded stream of writes: one in
  * the simple protocol, one extended (unnamed), one with named prepared
- * statements, one grouping writes in transactions.
+ * statements, one grouping writes in transactions, and one (postgres.js)
+ * pipelining several prepared statements on its connection without waiting.
  */
 export async function runWorkload(
   url: string,
@@ -132,6 +134,29 @@ export async function runWorkload(
     Array.from({ length: opts.clients }, async (_, i) => {
       const mode = MODES[i % MODES.length];
       const ctx = workloadContext(seededRandom(opts.seed * 7919 + i), keys);
+      if (mode === 'pipelined') {
+        const sql = postgres(url, { max: 1, prepare: true, onnotice: () => {} });
+        try {
+          let n = 0;
+          while (n < opts.perClient) {
+            const batch = Array.from({ length: Math.min(ctx.int(2, 6), opts.perClient - n) }, () =>
+              c.write(ctx),
+            );
+            n += batch.length;
+            result.statements += batch.length;
+            const settled = await Promise.allSettled(
+              batch.map((s) => sql.unsafe(s.sql, s.params as never[], { prepare: true })),
+            );
+            settled.forEach((r, j) => {
+              if (r.status === 'fulfilled') result.ok++;
+              else fail(check(r.reason, `pipelined ${batch[j].sql} ${JSON.stringify(batch[j].params)}`), 1);
+            });
+          }
+        } finally {
+          await sql.end();
+        }
+        return;
+      }
       const client = new pg.Client({ connectionString: url });
       await client.connect();
       try {
@@ -326,7 +351,7 @@ export async function runLifecycle(
   c: MappingCase,
   opts: LifecycleOptions = {},
 ): Promise<StageReport[]> {
-  const clients = opts.clients ?? 4;
+  const clients = opts.clients ?? 5;
   const perClient = opts.perClient ?? 60;
   let seed = opts.seed ?? 1;
   const keys = { next: c.seededKeys + 1 };
