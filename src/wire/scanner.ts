@@ -54,7 +54,8 @@ export class MessageScanner {
     if (this.pendingNeed > 0) {
       const want = this.pendingNeed - this.pendingHave;
       if (data.length < want) {
-        this.pending.push(data);
+        // Copy: the chunk's memory may be reused by the socket before the rest arrives.
+        this.pending.push(Buffer.from(data));
         this.pendingHave += data.length;
         return out;
       }
