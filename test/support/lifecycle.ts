@@ -1,5 +1,5 @@
 // Drives one mapping through the whole migration, as an operator would:
-// expand -> dual-write -> backfill -> reads new -> reads old -> kill switch ->
+// expand -> dual-write -> backfill (concurrent with writes) -> reads new -> reads old -> kill switch ->
 // dual-write again (gap repaired). Concurrent clients send a seeded mix of
 // writes through the proxy; after every stage the new table is compared with
 // up(old) row for row, straight on Postgres (never through the proxy).
@@ -7,7 +7,9 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { stringify } from 'yaml';
 import { registry } from '../../src/admin/metrics.ts';
+import { Backfill, DEFAULT_OPTIONS } from '../../src/backfill/runner.ts';
 import { parseConfigText } from '../../src/config/load.ts';
+import { silentLogger } from '../../src/log.ts';
 import type { CompiledMapping } from '../../src/rules/mapping.ts';
 import {
   deleteOrphansSql,
@@ -377,9 +379,17 @@ export async function runLifecycle(
     if (written === 0) throw new Error('dual-write: no row reached the new table');
     push({ stage: 'dual-write', workload: w, newRows: written });
 
-    // backfill the rows that predate dual-write; the dual-write's own rows are fresher and kept.
-    await db.query(upsertSql(m, `SELECT * FROM ${qualified(m.old)}`, 'nothing'));
-    push({ stage: 'backfill', newRows: await checkEqual(db, m, 'backfill') });
+    // backfill the rows that predate dual-write with the project's backfill, while the
+    // application keeps writing through the proxy: its dual-written rows are fresher and kept.
+    const backfill = new Backfill(
+      m,
+      { connectionString: db.url },
+      { ...DEFAULT_OPTIONS, batchSize: 40, chunkRows: 100, workers: 2, maxLagMs: 0 },
+      silentLogger,
+    );
+    const [stats, bw] = await Promise.all([backfill.run(), workload()]);
+    if (stats.outcome !== 'done') throw new Error(`backfill ended ${stats.outcome}`);
+    push({ stage: 'backfill', workload: bw, newRows: await checkEqual(db, m, 'backfill') });
 
     // reads new: reads are served by new and look exactly like reads of old; writes still mirror.
     await applyConfig(proxy, db, mappingConfig([c.mapping], { reads: 'new' }));
