@@ -1,6 +1,7 @@
 // Compiles the config's mappings against the live catalog: resolves schemas,
 // loads column lists, checks the key and every up/down expression without
 // touching data. The result is what the planner, backfill and verify use.
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { ConfigError, upstreamAddress } from '../config/load.ts';
 import type { Config, MappingConfig } from '../config/schema.ts';
@@ -32,7 +33,11 @@ export interface CompileOptions {
   connect?: pg.ClientConfig;
 }
 
-/** Connection settings for catalog access: the config's upstream plus the libpq environment. */
+/**
+ * Connection settings for catalog access: the config's upstream (URL with its
+ * user, password and database, or host and port, and its sslmode) plus the
+ * libpq environment (PGUSER, PGPASSWORD, PGDATABASE), which pg reads itself.
+ */
 export function upstreamClientConfig(config: Config, override?: pg.ClientConfig): pg.ClientConfig {
   const base: pg.ClientConfig = config.upstream.url
     ? { connectionString: config.upstream.url }
@@ -40,8 +45,16 @@ export function upstreamClientConfig(config: Config, override?: pg.ClientConfig)
         const { host, port } = upstreamAddress(config);
         return { host, port };
       })();
+  const u = config.upstream;
+  const ssl: pg.ClientConfig['ssl'] =
+    u.sslmode === 'disable'
+      ? false
+      : u.sslmode === 'require'
+        ? { rejectUnauthorized: false }
+        : { rejectUnauthorized: true, ...(u.ca ? { ca: readFileSync(u.ca, 'utf8') } : {}) };
   return {
     ...base,
+    ...(u.sslmode === 'disable' ? {} : { ssl }),
     connectionTimeoutMillis: config.upstream.connectTimeoutMs,
     application_name: 'switchyard',
     ...override,

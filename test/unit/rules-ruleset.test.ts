@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { configSchema } from '../../src/config/schema.ts';
+import { upstreamClientConfig } from '../../src/rules/ruleset.ts';
+
+const cfg = (upstream: Record<string, unknown>) => configSchema.parse({ upstream });
+
+describe('upstreamClientConfig', () => {
+  it('uses the URL whole, so its user, password and database apply', () => {
+    const c = upstreamClientConfig(cfg({ url: 'postgres://app:secret@db.example:5433/shop' }));
+    expect(c.connectionString).toBe('postgres://app:secret@db.example:5433/shop');
+    expect(c.host).toBeUndefined();
+    expect(c.ssl).toBeUndefined();
+  });
+
+  it('uses host and port otherwise, leaving user, password and database to the libpq environment', () => {
+    const c = upstreamClientConfig(cfg({ host: '10.0.0.5', port: 6543, connectTimeoutMs: 1234 }));
+    expect(c).toMatchObject({ host: '10.0.0.5', port: 6543, connectionTimeoutMillis: 1234 });
+    expect(c.user).toBeUndefined();
+    expect(c.database).toBeUndefined();
+  });
+
+  it('follows sslmode', () => {
+    expect(upstreamClientConfig(cfg({ host: 'h', sslmode: 'require' })).ssl).toEqual({
+      rejectUnauthorized: false,
+    });
+    expect(upstreamClientConfig(cfg({ host: 'h', sslmode: 'verify-full' })).ssl).toEqual({
+      rejectUnauthorized: true,
+    });
+  });
+
+  it('lets tests override any setting', () => {
+    const c = upstreamClientConfig(cfg({ host: 'h' }), { host: '127.0.0.1', port: 1, user: 'x' });
+    expect(c).toMatchObject({ host: '127.0.0.1', port: 1, user: 'x' });
+  });
+});
