@@ -127,6 +127,18 @@ describe('simple and extended protocol', () => {
   });
 });
 
+describe('large messages', () => {
+  it('a 20 MB parameter and a 20 MB result value cross the proxy intact', async () => {
+    const c = await connect();
+    const big = 'abcdefghij'.repeat(2_000_000);
+    const r = await c.query('SELECT md5($1::text) AS h, length($1::text) AS n, $1::text AS v', [big]);
+    expect(r.rows[0].n).toBe(big.length);
+    expect(r.rows[0].v === big).toBe(true);
+    const direct = await db.query('SELECT md5($1::text) AS h', [big]);
+    expect(r.rows[0].h).toBe(direct.rows[0].h);
+  });
+});
+
 describe('multi-statement strings and errors', () => {
   it('runs a multi-statement string and returns every result', async () => {
     const c = await connect();
@@ -182,6 +194,20 @@ describe('multi-statement strings and errors', () => {
     expect((settled[2] as PromiseRejectedResult).reason.code).toBe('22P02');
     expect((settled[3] as PromiseRejectedResult).reason.code).toBe('42601');
     expect((settled[4] as PromiseFulfilledResult<pg.QueryResult>).value.rows).toEqual([{ v: 4 }]);
+  });
+
+  it('an error after some rows were sent: rows, then the error, then the next query works', async () => {
+    const c = await connect();
+    const rows: number[] = [];
+    const q = new pg.Query({
+      text: 'SELECT 100 / (50 - g) AS v FROM generate_series(1, 100) g WHERE g > $1',
+      values: [0],
+    });
+    q.on('row', (row: { v: number }) => rows.push(row.v));
+    const err = await submit(c, q).catch((e) => e);
+    expect(err.code).toBe('22012');
+    expect(rows).toHaveLength(49);
+    expect((await c.query('SELECT $1::int AS v', [9])).rows).toEqual([{ v: 9 }]);
   });
 
   it('an error inside a transaction aborts it until ROLLBACK, like Postgres', async () => {
