@@ -1,14 +1,18 @@
 // One backfill batch, in two statements:
 //
-// 1. boundary: the key of the n-th row after the cursor (an index-only read,
-//    no locks). It fixes the batch's key range (cursor, upper] before anything
-//    is locked, so a row whose key changes while the batch waits for its lock
-//    can neither stretch the range nor move the cursor past rows not copied.
+// 1. boundary: the key of the n-th row after the cursor (an index-only read).
+//    It fixes the batch's key range (cursor, upper] before the copy runs.
 //
-// 2. copy: in one single-statement transaction, lock the old rows of the
-//    range FOR SHARE, insert up(row) into new ON CONFLICT DO NOTHING, and move
-//    the chunk's cursor to `upper`. See docs/backfill-and-verify.md for why
-//    this cannot undo or resurrect a concurrent dual-write.
+// 2. copy: one single-statement transaction that inserts up(row) for the old
+//    rows of the range into new ON CONFLICT DO NOTHING and moves the chunk's
+//    cursor to `upper`, so the checkpoint commits with the rows it describes.
+//
+// DO NOTHING: a row already in new was put there by the dual-write, which is
+// always at least as fresh as the batch's read, so the batch never overwrites
+// it. Rows the application deletes while a batch copies them are handled by
+// settling the chunk (settle.ts). The copy takes no row locks on old: the
+// application never waits for the backfill there. See
+// docs/backfill-and-verify.md for the races and why this order is safe.
 import type pg from 'pg';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { qualified, upsertSql } from '../rules/rowsql.ts';
@@ -42,7 +46,7 @@ export function batchStatements(m: CompiledMapping, keys: KeyColumn[]): BatchSta
   const copy = (withLo: boolean) => {
     const p = withLo ? 1 : 0;
     return `WITH sy_batch AS MATERIALIZED (
-       SELECT * FROM ${old} WHERE ${keyRange(keys, 'old', withLo ? 1 : undefined, p + 1)} FOR SHARE
+       SELECT * FROM ${old} WHERE ${keyRange(keys, 'old', withLo ? 1 : undefined, p + 1)}
      ), sy_ins AS (
        ${upsertSql(m, 'SELECT * FROM sy_batch', 'nothing')} RETURNING 1
      ), sy_ckpt AS (

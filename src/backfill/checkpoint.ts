@@ -4,7 +4,8 @@
 //   backfill_runs    one row per mapping: the fixed upper key bound, the
 //                    estimate, and a fingerprint of the mapping it was planned for;
 //   backfill_chunks  the key ranges (lo, hi] a run is cut into, with each
-//                    chunk's cursor (last key copied) and its owner.
+//                    chunk's cursor (last key copied), when its copy ended,
+//                    whether it is settled (done), and its owner.
 //
 // A chunk's cursor advances in the same statement that copies the batch, so
 // after a crash the checkpoint says exactly which rows are done. A chunk is
@@ -40,6 +41,8 @@ CREATE TABLE IF NOT EXISTS ${SCHEMA}.backfill_chunks (
   rows_scanned  bigint NOT NULL DEFAULT 0,
   rows_inserted bigint NOT NULL DEFAULT 0,
   batches       int NOT NULL DEFAULT 0,
+  copied_at     timestamptz,
+  orphans_removed bigint NOT NULL DEFAULT 0,
   owner         text,
   owner_pid     int,
   owner_started timestamptz,
@@ -66,6 +69,8 @@ export interface Chunk {
   hi: string[];
   /** Last key copied; null: nothing copied yet. */
   cursor: string[] | null;
+  /** When the last batch committed; null while copying. */
+  copiedAt: Date | null;
 }
 
 /** Identifies what a plan was made for: resuming under a changed mapping would mix two definitions of up(). */
@@ -129,28 +134,53 @@ export async function claimChunk(c: pg.Client, mapping: string, owner: string): 
       WHERE (ch.mapping, ch.chunk_no) = (
         SELECT q.mapping, q.chunk_no FROM ${SCHEMA}.backfill_chunks AS q
          WHERE q.mapping = $1 AND NOT q.done
-           AND (q.owner_pid IS NULL OR q.owner_pid = pg_backend_pid()
+           AND (q.owner_pid IS NULL
                 OR NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
                                 WHERE a.pid = q.owner_pid AND a.backend_start = q.owner_started))
          ORDER BY q.chunk_no
          LIMIT 1
          FOR UPDATE SKIP LOCKED)
-      RETURNING ch.chunk_no, ch.lo, ch.hi, ch.cursor`,
+      RETURNING ch.chunk_no, ch.lo, ch.hi, ch.cursor, ch.copied_at`,
     [mapping, owner],
   );
   const row = r.rows[0];
   if (!row) return undefined;
-  return { chunkNo: row.chunk_no, lo: row.lo, hi: row.hi, cursor: row.cursor };
+  return { chunkNo: row.chunk_no, lo: row.lo, hi: row.hi, cursor: row.cursor, copiedAt: row.copied_at };
 }
 
-/** Marks a chunk finished (its whole range copied); only its owner can. */
-export async function finishChunk(c: pg.Client, mapping: string, chunkNo: number): Promise<void> {
-  await c.query(
-    `UPDATE ${SCHEMA}.backfill_chunks SET done = true, cursor = hi, owner = NULL, owner_pid = NULL,
-            owner_started = NULL, updated_at = now()
-      WHERE mapping = $1 AND chunk_no = $2 AND owner_pid = pg_backend_pid()`,
+/** Records that the whole range is copied; returns the server time it was recorded at. */
+export async function markCopied(c: pg.Client, mapping: string, chunkNo: number): Promise<Date> {
+  const r = await c.query(
+    `UPDATE ${SCHEMA}.backfill_chunks SET cursor = hi, copied_at = clock_timestamp(), updated_at = now()
+      WHERE mapping = $1 AND chunk_no = $2 AND owner_pid = pg_backend_pid()
+      RETURNING copied_at`,
     [mapping, chunkNo],
   );
+  if (r.rowCount !== 1) throw new Error(`backfill lost ownership of chunk ${chunkNo} of ${mapping}`);
+  return r.rows[0].copied_at;
+}
+
+export interface OlderTransaction {
+  pid: number;
+  application_name: string;
+  state: string;
+  xact_start: Date;
+}
+
+/**
+ * Transactions in this database that began before `since` and are still
+ * open. A statement that took its snapshot before a batch committed cannot
+ * see that batch's rows; the chunk is settled only once all of them are gone.
+ */
+export async function olderTransactions(c: pg.Client, since: Date): Promise<OlderTransaction[]> {
+  const r = await c.query<OlderTransaction>(
+    `SELECT pid, application_name, state, xact_start FROM pg_stat_activity
+      WHERE datname = current_database() AND backend_type = 'client backend'
+        AND pid <> pg_backend_pid() AND xact_start < $1
+      ORDER BY xact_start`,
+    [since],
+  );
+  return r.rows;
 }
 
 /** Sets finished_at once every chunk is done; true if the run is complete. */

@@ -12,15 +12,17 @@ import {
   claimChunk,
   deleteRun,
   ensureSchema,
-  finishChunk,
   finishRunIfDone,
+  markCopied,
+  olderTransactions,
   readRun,
   runTotals,
 } from './checkpoint.ts';
 import { connect, sleep, sqlState } from './connect.ts';
-import { keyColumns } from './keys.ts';
+import { type KeyColumn, keyColumns } from './keys.ts';
 import { planOrResume } from './plan.ts';
 import { RateMeter } from './progress.ts';
+import { settleChunk } from './settle.ts';
 import { type LagSource, LagThrottle, PrimaryLagSource, ReplicaLagSource } from './throttle.ts';
 
 export interface BackfillOptions {
@@ -61,7 +63,10 @@ export interface BackfillStats {
   rowsScanned: number;
   rowsInserted: number;
   batches: number;
+  /** Chunks copied and settled by this process. */
   chunks: number;
+  /** New rows removed by settling: rows the application deleted while their batch copied them. */
+  orphansRemoved: number;
   retries: number;
   throttledMs: number;
   elapsedMs: number;
@@ -94,6 +99,7 @@ export class Backfill {
     rowsInserted: 0,
     batches: 0,
     chunks: 0,
+    orphansRemoved: 0,
     retries: 0,
     throttledMs: 0,
     elapsedMs: 0,
@@ -103,6 +109,8 @@ export class Backfill {
   };
   readonly rate = new RateMeter();
   private readonly owner = `${os.hostname()}:${process.pid}`;
+  private readonly failed = new AbortController();
+  private readonly signal: AbortSignal;
   private readonly labels: { mapping: string };
 
   constructor(
@@ -113,6 +121,7 @@ export class Backfill {
     private readonly hooks: RunHooks = {},
   ) {
     this.labels = { mapping: m.name };
+    this.signal = hooks.signal ? AbortSignal.any([hooks.signal, this.failed.signal]) : this.failed.signal;
   }
 
   async run(): Promise<BackfillStats> {
@@ -158,14 +167,18 @@ export class Backfill {
       });
       throttle = await this.makeThrottle();
       const statements = batchStatements(this.m, keys);
+      // One worker failing stops the others after their current batch: the run is resumable as it stands.
       const workers = Array.from({ length: this.opts.workers }, (_, i) =>
-        this.worker(i + 1, statements, throttle!),
+        this.worker(i + 1, keys, statements, throttle!).catch((e) => {
+          this.failed.abort();
+          throw e;
+        }),
       );
       const results = await Promise.allSettled(workers);
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       this.stats.throttledMs = throttle.throttledMs;
-      if (this.hooks.signal?.aborted) {
+      if (this.signal.aborted) {
         this.stats.outcome = 'interrupted';
       } else if (await finishRunIfDone(control, this.m.name)) {
         this.stats.outcome = 'done';
@@ -231,6 +244,7 @@ export class Backfill {
 
   private async worker(
     n: number,
+    keys: KeyColumn[],
     s: ReturnType<typeof batchStatements>,
     throttle: LagThrottle,
   ): Promise<void> {
@@ -240,19 +254,75 @@ export class Backfill {
     );
     const log = this.log.child({ mapping: this.m.name, worker: n });
     const sizer = new BatchSizer(this.opts.batchSize, this.opts.targetBatchMs);
+    // Copied chunks waiting for older transactions to end before they are settled.
+    const pending: { chunk: Chunk; copiedAt: Date }[] = [];
     try {
       for (;;) {
-        if (this.hooks.signal?.aborted) return;
+        await this.settleReady(c, keys, pending, sizer, log, false);
+        if (this.signal.aborted) return;
         const chunk = await this.retrying(log, sizer, () => claimChunk(c, this.m.name, `${this.owner}/${n}`));
-        if (!chunk) return;
+        if (!chunk) break;
         log.debug(
           { chunk: chunk.chunkNo, lo: chunk.lo, hi: chunk.hi, cursor: chunk.cursor },
           'chunk claimed',
         );
-        await this.copyChunk(c, s, chunk, sizer, throttle, log);
+        let copiedAt: Date | null = chunk.copiedAt;
+        if (!copiedAt) {
+          if (!(await this.copyChunk(c, s, chunk, sizer, throttle, log))) return;
+          copiedAt = await markCopied(c, this.m.name, chunk.chunkNo);
+        }
+        pending.push({ chunk, copiedAt });
       }
+      await this.settleReady(c, keys, pending, sizer, log, true);
     } finally {
       await c.end().catch(() => {});
+    }
+  }
+
+  /** Settles the pending chunks no older transaction can still affect; with `wait`, all of them. */
+  private async settleReady(
+    c: pg.Client,
+    keys: KeyColumn[],
+    pending: { chunk: Chunk; copiedAt: Date }[],
+    sizer: BatchSizer,
+    log: Logger,
+    wait: boolean,
+  ): Promise<void> {
+    let lastReport = Date.now();
+    while (pending.length > 0) {
+      const { chunk, copiedAt } = pending[0];
+      const older = await olderTransactions(c, copiedAt);
+      if (older.length > 0) {
+        if (!wait || this.signal.aborted) return;
+        if (Date.now() - lastReport > 5000) {
+          lastReport = Date.now();
+          log.info(
+            {
+              chunk: chunk.chunkNo,
+              transactions: older.slice(0, 5).map((t) => ({
+                pid: t.pid,
+                application: t.application_name,
+                state: t.state,
+                since: t.xact_start,
+              })),
+              count: older.length,
+            },
+            'waiting for transactions older than the last batch to end before settling',
+          );
+        }
+        await sleep(50);
+        continue;
+      }
+      const removed = await this.retrying(log, sizer, () => settleChunk(c, this.m, keys, chunk));
+      pending.shift();
+      this.stats.chunks++;
+      this.stats.orphansRemoved += removed;
+      if (removed > 0) {
+        log.info(
+          { chunk: chunk.chunkNo, removed },
+          'settled: removed rows deleted by the application during the copy',
+        );
+      }
     }
   }
 
@@ -263,11 +333,11 @@ export class Backfill {
     sizer: BatchSizer,
     throttle: LagThrottle,
     log: Logger,
-  ): Promise<void> {
+  ): Promise<boolean> {
     let cursor = chunk.cursor ?? chunk.lo;
     for (;;) {
-      if (this.hooks.signal?.aborted) return;
-      await throttle.wait(this.hooks.signal);
+      if (this.signal.aborted) return false;
+      await throttle.wait(this.signal);
       const t0 = performance.now();
       const limit = sizer.size;
       const boundary = await this.retrying(log, sizer, () => nextBoundary(c, s, cursor, chunk.hi, limit));
@@ -308,8 +378,7 @@ export class Backfill {
       // A short batch reached the end of the chunk: no need to ask again.
       if (boundary.n < limit) break;
     }
-    await finishChunk(c, this.m.name, chunk.chunkNo);
-    this.stats.chunks++;
+    return true;
   }
 
   private async retrying<T>(log: Logger, sizer: BatchSizer, f: () => Promise<T>): Promise<T> {

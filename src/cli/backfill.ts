@@ -167,6 +167,7 @@ export async function run(argv: string[]): Promise<number> {
       rowsBefore: stats.rowsBefore,
       batches: stats.batches,
       chunks: stats.chunks,
+      orphansRemoved: stats.orphansRemoved,
       retries: stats.retries,
       throttledSeconds: Math.round(stats.throttledMs / 100) / 10,
       seconds: Math.round(stats.elapsedMs / 100) / 10,

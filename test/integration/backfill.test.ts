@@ -56,7 +56,7 @@ describe('backfill', () => {
     expect(r.stdout).toContain('key range:   1 .. 60000');
     expect(r.stdout).toMatch(/est\. rows:\s+60,000/);
     expect(r.stdout).toMatch(/batches:\s+~30 of 2,000 rows/);
-    expect(r.stdout).toContain('FOR SHARE');
+    expect(r.stdout).toContain('ON CONFLICT ("id") DO NOTHING');
     const schema = await db.query(`SELECT to_regnamespace('switchyard') IS NULL AS absent`);
     expect(schema.rows[0].absent).toBe(true);
     expect((await db.query('SELECT count(*)::int AS n FROM users_v2')).rows[0].n).toBe(0);
