@@ -4,11 +4,18 @@
 // them are in the cache key.
 import { quoteIdent } from '../sql/ident.ts';
 import { lexSql } from '../sql/lex.ts';
-import { type Node, type ParsedSql, parseSql, SqlParseError, type Token } from '../sql/parse.ts';
+import {
+  type Node,
+  type ParsedSql,
+  type ParsedStatement,
+  parseSql,
+  SqlParseError,
+  type Token,
+} from '../sql/parse.ts';
 import { PlanCache } from '../sql/plan-cache.ts';
 import { Prefilter } from '../sql/prefilter.ts';
 import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
-import { effectiveSchemas } from '../sql/search-path.ts';
+import { DEFAULT_SEARCH_PATH, effectiveSchemas } from '../sql/search-path.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { indexAt, isKeyword, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
 import type { CompiledMapping } from './mapping.ts';
@@ -47,7 +54,10 @@ export interface Plan {
 }
 
 export interface PlanContext {
+  /** The search_path in force when the text starts; a SET inside the text applies to the statements after it. */
   searchPath: string[];
+  /** What RESET / SET ... TO DEFAULT inside the text returns to (default: `"$user", public`). */
+  defaultSearchPath?: string[];
   user: string;
   killSwitch: boolean;
   onUnmirrorable: 'passthrough' | 'reject';
@@ -135,7 +145,7 @@ export class Planner {
     }
     const key = PlanCache.key(
       sql,
-      `${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}`,
+      `${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}\u0002${ctx.defaultSearchPath?.join('\u0001') ?? ''}`,
     );
     const hit = this.cache.get(key);
     if (hit) return hit;
@@ -221,9 +231,10 @@ export class Planner {
       if (!hit) return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
       return this.unmirrorable(sql, ctx, hit.mapping, 'parse_error', e.message, FORWARD_LIST);
     }
+    let path: readonly string[] = ctx.searchPath;
     let schemasMemo: string[] | undefined;
     const schemas = () => {
-      schemasMemo ??= effectiveSchemas(ctx.searchPath, ctx.user);
+      schemasMemo ??= effectiveSchemas(path, ctx.user);
       return schemasMemo;
     };
     let tokens: Token[] | undefined;
@@ -246,6 +257,14 @@ export class Planner {
     };
 
     for (const stmt of parsed.statements) {
+      // A search_path change applies to the statements after it in the same text.
+      const change = searchPathChangeOf(stmt);
+      if (change) {
+        path = change.value ?? ctx.defaultSearchPath ?? DEFAULT_SEARCH_PATH;
+        schemasMemo = undefined;
+        statements.push(FORWARD);
+        continue;
+      }
       const info = collectRefs(stmt);
       const resolved = info.refs
         .map((ref) => ({ ref, rt: this.resolve(ref, schemas) }))
@@ -388,24 +407,22 @@ export function searchPathChange(sql: string): SearchPathChange | undefined {
     return undefined;
   }
   let out: SearchPathChange | undefined;
-  for (const s of parsed.statements) {
-    if (s.kind === 'DiscardStmt' && s.node.target === 'DISCARD_ALL') {
-      out = { value: null, local: false };
-      continue;
-    }
-    if (s.kind !== 'VariableSetStmt') continue;
-    const n = s.node;
-    const local = n.is_local === true;
-    if (n.kind === 'VAR_RESET_ALL') out = { value: null, local: false };
-    else if (n.name !== 'search_path') continue;
-    else if (n.kind === 'VAR_RESET' || n.kind === 'VAR_SET_DEFAULT') out = { value: null, local };
-    else if (n.kind === 'VAR_SET_VALUE') {
-      // Each argument is one schema name; '' (as in SET search_path = '') names none.
-      const value = (n.args ?? [])
-        .map((a: Node) => a.A_Const?.sval?.sval)
-        .filter((x: unknown): x is string => typeof x === 'string' && x !== '');
-      out = { value, local };
-    }
-  }
+  for (const s of parsed.statements) out = searchPathChangeOf(s) ?? out;
   return out;
+}
+
+function searchPathChangeOf(s: ParsedStatement): SearchPathChange | undefined {
+  if (s.kind === 'DiscardStmt' && s.node.target === 'DISCARD_ALL') return { value: null, local: false };
+  if (s.kind !== 'VariableSetStmt') return undefined;
+  const n = s.node;
+  const local = n.is_local === true;
+  if (n.kind === 'VAR_RESET_ALL') return { value: null, local: false };
+  if (n.name !== 'search_path') return undefined;
+  if (n.kind === 'VAR_RESET' || n.kind === 'VAR_SET_DEFAULT') return { value: null, local };
+  if (n.kind !== 'VAR_SET_VALUE') return undefined;
+  // Each argument is one schema name; '' (as in SET search_path = '') names none.
+  const value = (n.args ?? [])
+    .map((a: Node) => a.A_Const?.sval?.sval)
+    .filter((x: unknown): x is string => typeof x === 'string' && x !== '');
+  return { value, local };
 }

@@ -253,6 +253,24 @@ describe('Planner: name resolution', () => {
     expect(p.plan('DELETE FROM USERS', { ...ctx, user: 'carol' }).rewritten).toBe(true);
   });
 
+  it('applies a SET search_path inside the text to the statements after it only', () => {
+    const p = new Planner(rules([users()], 18, [['app', 'users']]));
+    const plan = p.plan(
+      'DELETE FROM users; SET search_path = app; DELETE FROM users; RESET search_path; DELETE FROM users',
+      {
+        ...ctx,
+        user: 'carol',
+      },
+    );
+    expect(plan.statements.map((s) => s.kind)).toEqual(['mirror', 'forward', 'forward', 'forward', 'mirror']);
+    const back = p.plan('SET search_path = public; DELETE FROM users; RESET ALL; DELETE FROM users', {
+      ...ctx,
+      searchPath: ['app'],
+      defaultSearchPath: ['app'],
+    });
+    expect(back.statements.map((s) => s.kind)).toEqual(['forward', 'mirror', 'forward', 'forward']);
+  });
+
   it('tells a CTE of the same name from the table', () => {
     const plan = new Planner(rules([users({ reads: 'new' })])).plan(
       'WITH users AS (SELECT 1) SELECT * FROM users',
