@@ -188,6 +188,11 @@ export class Session {
     switch (startup.code) {
       case StartupCode.SSLRequest:
         if (this.deps.tls) {
+          // Bytes already here were sent in the clear before the handshake: anyone
+          // on the path could have injected them (CVE-2021-23214). Refuse, as Postgres does.
+          if (this.startupBuf.length > 0) {
+            throw new ProtocolError('received unencrypted data after SSL request', 'bad_startup');
+          }
           this.client.removeAllListeners('data');
           this.client.write('S');
           this.upgradeClient();
