@@ -4,9 +4,11 @@
 //
 // Seeded and bounded: SWITCHYARD_FUZZ_SEED (default 20261124) and
 // SWITCHYARD_FUZZ_SCALE (default 1, multiplies the case counts) reproduce a run.
+import net from 'node:net';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCerts } from '../support/certs.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import {
   badLengthMessage,
@@ -23,7 +25,7 @@ import {
   unknownTypeMessage,
   validExchange,
 } from '../support/fuzz.ts';
-import { type ProxyProcess, startProxyProcess } from '../support/proxy.ts';
+import { type ProxyProcess, startProxy, startProxyProcess } from '../support/proxy.ts';
 
 const SEED = Number(process.env.SWITCHYARD_FUZZ_SEED ?? 20261124);
 const SCALE = Number(process.env.SWITCHYARD_FUZZ_SCALE ?? 1);
@@ -350,6 +352,49 @@ describe('pipelined startup', () => {
     expect(r.framing).toEqual([]);
     expect(r.dataRows).toEqual(['42']);
     expect(r.closed).toBe(true);
+  });
+});
+
+describe('plaintext after an accepted SSLRequest', () => {
+  // CVE-2021-23214 in Postgres: bytes that follow an SSLRequest in the clear,
+  // before the handshake, could be injected by anyone on the path and would be
+  // taken as part of the encrypted session. They are refused, as Postgres does.
+  it('refuses a startup packet and a query sent in the clear right after SSLRequest', async () => {
+    const certs = makeCerts();
+    const tlsProxy = await startProxy(db, {
+      listen: { host: '127.0.0.1', port: 0, tls: { cert: certs.cert, key: certs.key } },
+    });
+    try {
+      const sock = net.connect({ host: '127.0.0.1', port: tlsProxy.port });
+      const got: Buffer[] = [];
+      sock.on('data', (d) => got.push(d));
+      sock.on('error', () => {});
+      await new Promise((r) => sock.once('connect', r));
+      const marker = `injected_${Date.now()}`;
+      sock.write(
+        Buffer.concat([
+          sslRequest(),
+          startupPacket({ user: 'postgres', database: db.name }),
+          msg.query(`CREATE TABLE ${marker} ()`),
+        ]),
+      );
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 3000);
+        sock.once('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+      sock.destroy();
+      const reply = Buffer.concat(got);
+      expect(reply.toString('latin1')).toContain('unencrypted data after SSL request');
+      expect(reply.includes(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0]))).toBe(false); // no AuthenticationOk
+      await new Promise((r) => setTimeout(r, 300));
+      const t = await db.query('SELECT to_regclass($1) AS t', [marker]);
+      expect(t.rows[0].t).toBeNull();
+    } finally {
+      await tlsProxy.close();
+    }
   });
 });
 
