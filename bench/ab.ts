@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { LocalCluster } from '../src/demo/cluster.ts';
 import { pgbench, pgbenchInit } from './lib/pgbench.ts';
-import { cpuMicros } from './lib/proc.ts';
+import { cpuTimes } from './lib/proc.ts';
 import { MAPPING, SETUP_SQL } from './lib/schema.ts';
 import { fmt, median, ms } from './lib/stats.ts';
 import {
@@ -60,20 +60,23 @@ async function main(): Promise<void> {
       procs.push(proc);
       targets.push({ name: s, port: proc.port, proc });
     }
-    const res = new Map<string, { tps: number[]; cpu: number[]; p50: number[] }>();
+    const res = new Map<string, { tps: number[]; cpu: number[]; user: number[]; p50: number[] }>();
     for (let r = 0; r < ROUNDS; r++) {
       for (let k = 0; k < targets.length; k++) {
         const t = targets[(k + r) % targets.length];
-        const c0 = await cpuMicros(t.proc?.pid());
+        const c0 = await cpuTimes(t.proc?.pid());
         const m = await pgbench(
           { host: '127.0.0.1', port: t.port, database: 'bench', user: 'postgres' },
           { builtin: SCRIPT, mode: MODE, clients: CLIENTS, seconds: SECONDS, logDir: work },
         );
-        const c1 = await cpuMicros(t.proc?.pid());
-        const e = res.get(t.name) ?? { tps: [], cpu: [], p50: [] };
+        const c1 = await cpuTimes(t.proc?.pid());
+        const e = res.get(t.name) ?? { tps: [], cpu: [], user: [], p50: [] };
         e.tps.push(m.tps);
         e.p50.push(m.p50);
-        if (c0 !== undefined && c1 !== undefined) e.cpu.push((c1 - c0) / m.transactions);
+        if (c0 !== undefined && c1 !== undefined) {
+          e.cpu.push((c1.user + c1.sys - c0.user - c0.sys) / m.transactions);
+          e.user.push((c1.user - c0.user) / m.transactions);
+        }
         res.set(t.name, e);
         process.stderr.write(`round ${r + 1} ${t.name}: ${fmt(m.tps)} tps\n`);
       }
@@ -82,7 +85,7 @@ async function main(): Promise<void> {
     for (const t of targets) {
       const e = res.get(t.name)!;
       process.stdout.write(
-        `${t.name.padEnd(28)} ${fmt(median(e.tps)).padStart(8)} tps  p50 ${ms(median(e.p50))} ms  proxy CPU ${e.cpu.length ? fmt(median(e.cpu), 1) : '–'} µs/tx   tps runs: ${e.tps.map((x) => fmt(x)).join(' ')}\n`,
+        `${t.name.padEnd(28)} ${fmt(median(e.tps)).padStart(8)} tps  p50 ${ms(median(e.p50))} ms  proxy CPU ${e.cpu.length ? fmt(median(e.cpu), 1) : '–'} µs/tx (user ${e.user.length ? fmt(median(e.user), 1) : '–'})   tps runs: ${e.tps.map((x) => fmt(x)).join(' ')}\n`,
       );
     }
   } finally {

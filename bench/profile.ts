@@ -6,7 +6,8 @@
 // Environment: SWITCHYARD_BENCH_SECONDS (default 15), SWITCHYARD_PROFILE_MODE
 // (prepared | simple), SWITCHYARD_PROFILE_CLIENTS (8), SWITCHYARD_PROFILE_MAPPINGS=1
 // to configure the users mapping, SWITCHYARD_PROFILE_TARGET=pipe to profile the bare
-// pipe() forwarder instead, SWITCHYARD_BENCH_PG_BIN.
+// pipe() forwarder instead, SWITCHYARD_PROFILE_SCRIPT=file.sql for a pgbench script of
+// your own (tables from bench/lib/schema.ts), SWITCHYARD_BENCH_PG_BIN.
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +35,8 @@ const SECONDS = Number(env.SWITCHYARD_BENCH_SECONDS ?? 15);
 const MODE = (env.SWITCHYARD_PROFILE_MODE ?? 'prepared') as 'prepared' | 'simple';
 const CLIENTS = Number(env.SWITCHYARD_PROFILE_CLIENTS ?? 8);
 const TARGET = env.SWITCHYARD_PROFILE_TARGET ?? 'switchyard';
+/** A pgbench script file instead of the built-in select-only. */
+const SCRIPT = env.SWITCHYARD_PROFILE_SCRIPT;
 
 async function main(): Promise<void> {
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sy-prof-'));
@@ -61,7 +64,13 @@ async function main(): Promise<void> {
     const cpu0 = await cpuMicros(sy.pid());
     const r = await pgbench(
       { host: '127.0.0.1', port: sy.port, database: 'bench', user: 'postgres' },
-      { builtin: 'select-only', mode: MODE, clients: CLIENTS, seconds: SECONDS, logDir: work },
+      {
+        ...(SCRIPT ? { file: path.resolve(SCRIPT) } : { builtin: 'select-only' as const }),
+        mode: MODE,
+        clients: CLIENTS,
+        seconds: SECONDS,
+        logDir: work,
+      },
     );
     const to = Number(process.hrtime.bigint() / 1000n);
     const cpu1 = await cpuMicros(sy.pid());
@@ -70,9 +79,9 @@ async function main(): Promise<void> {
       await fs.copyFile(path.join(work, 'switchyard-profile.log'), path.join(outDir, 'switchyard.log'));
     }
     process.stdout.write(
-      `${TARGET}: pgbench -S -M ${MODE} -c ${CLIENTS} -T ${SECONDS}: ${fmt(r.tps)} tps, p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms; proxy CPU (user+sys) ${fmt(((cpu1 ?? 0) - (cpu0 ?? 0)) / r.transactions, 1)} µs per transaction\n`,
+      `${TARGET}: pgbench ${SCRIPT ? path.basename(SCRIPT) : '-S'} -M ${MODE} -c ${CLIENTS} -T ${SECONDS}: ${fmt(r.tps)} tps, p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms; proxy CPU (user+sys) ${fmt(((cpu1 ?? 0) - (cpu0 ?? 0)) / r.transactions, 1)} µs per transaction\n`,
     );
-    const file = (await fs.readdir(outDir)).find((f) => f.endsWith('.cpuprofile') && !before.has(f));
+    const file = (await fs.readdir(outDir)).find((f) => /\.0\.\d+\.cpuprofile$/.test(f) && !before.has(f)); // thread 0: the main thread
     if (!file) throw new Error('the proxy wrote no .cpuprofile (did it exit cleanly on SIGTERM?)');
     report(
       JSON.parse(await fs.readFile(path.join(outDir, file), 'utf8')) as CpuProfile,
@@ -80,12 +89,16 @@ async function main(): Promise<void> {
       from,
       to,
     );
+    // Per-function µs per transaction, for comparing two runs.
+    await fs.writeFile(path.join(outDir, `${TARGET}-by-function.json`), JSON.stringify(lastByFn, null, 1));
     process.stdout.write(`\nprofile: ${path.join(outDir, file)}\n`);
   } finally {
     await cluster.stop();
     await fs.rm(work, { recursive: true, force: true });
   }
 }
+
+let lastByFn: Record<string, number> = {};
 
 function report(p: CpuProfile, transactions: number, from: number, to: number): void {
   const self = new Map<number, number>();
@@ -128,6 +141,7 @@ function report(p: CpuProfile, transactions: number, from: number, to: number): 
     }
   };
   byFn.delete(`(idle)  (native):0`);
+  lastByFn = Object.fromEntries([...byFn].map(([k, v]) => [k, v / transactions]));
   byFile.delete('(native)');
   top(byFn, 40, 'self time by function (share of busy time, per transaction)');
   top(byFile, 20, 'self time by file');

@@ -15,7 +15,7 @@
 //
 // Environment:
 //   SWITCHYARD_BENCH_SECONDS   seconds per pgbench run (default 6)
-//   SWITCHYARD_BENCH_ROUNDS    runs per cell and system, median kept (default 1)
+//   SWITCHYARD_BENCH_ROUNDS    runs per cell and system, pooled (default 2)
 //   SWITCHYARD_BENCH_CLIENTS   client counts (default 1,8,32)
 //   SWITCHYARD_BENCH_SCALE     pgbench scale (default 10)
 //   SWITCHYARD_BENCH_ONLY      sections to run: pgbench,dualwrite,reads,idle (default all)
@@ -33,7 +33,7 @@ import { LocalCluster } from '../src/demo/cluster.ts';
 import { type PgbenchResult, pgbench, pgbenchInit, pgbenchVersion, type Target } from './lib/pgbench.ts';
 import { cpuMicros, loadAvg, rssBytes } from './lib/proc.ts';
 import { MAPPING, READ_HAND_SQL, READ_OLD_SQL, readScript, SETUP_SQL, WRITE_SCRIPTS } from './lib/schema.ts';
-import { fmt, median, ms, ratio, table } from './lib/stats.ts';
+import { fmt, median, ms, quantile, ratio, table } from './lib/stats.ts';
 import {
   type Proc,
   pgbouncerBin,
@@ -46,8 +46,8 @@ import {
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
-const SECONDS = Number(env.SWITCHYARD_BENCH_SECONDS ?? 6);
-const ROUNDS = Number(env.SWITCHYARD_BENCH_ROUNDS ?? 1);
+const SECONDS = Number(env.SWITCHYARD_BENCH_SECONDS ?? 3);
+const ROUNDS = Number(env.SWITCHYARD_BENCH_ROUNDS ?? 2);
 const CLIENTS = (env.SWITCHYARD_BENCH_CLIENTS ?? '1,8,32').split(',').map(Number);
 const SCALE = Number(env.SWITCHYARD_BENCH_SCALE ?? 10);
 const IDLE = Number(env.SWITCHYARD_BENCH_IDLE ?? 1000);
@@ -132,13 +132,13 @@ async function main(): Promise<void> {
       `- Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, ${os.type()} ${os.release()}`,
       `- Postgres ${serverVersion} (${env.SWITCHYARD_BENCH_PG_BIN ?? 'embedded'}; fsync off, synchronous_commit off), ${pgbenchV}, Node ${process.version}`,
       `- PgBouncer: ${bouncerNote}`,
-      `- pgbench: scale ${SCALE}, ${SECONDS} s per run, ${ROUNDS} run(s) per cell and system (median), -j min(clients, 2), everything on 127.0.0.1 TCP`,
+      `- pgbench: scale ${SCALE}, ${SECONDS} s per run, ${ROUNDS} run(s) per cell and system in alternating order (TPS averaged, latencies pooled), -j min(clients, 2), everything on 127.0.0.1 TCP`,
     ];
 
     if (ONLY.has('pgbench')) sections.push(await pgbenchMatrix(systems, work));
     if (ONLY.has('dualwrite')) sections.push(await dualWrite(work, cluster.port, syMapped, admin));
     if (ONLY.has('reads')) sections.push(await reads(work, up, cluster.port, admin, procs));
-    if (ONLY.has('idle')) sections.push(await idle(work, up, syMapped, pipe, bouncer));
+    if (ONLY.has('idle')) sections.push(await idle(syMapped, bouncer));
     await admin.end();
 
     loadSamples.push(await loadAvg());
@@ -204,10 +204,31 @@ async function measure(
   return { ...r, proxyCpuPerTx };
 }
 
-function medianOf(rs: Measured[]): Measured {
+/** Several runs of one cell as one: mean TPS, pooled latencies, total proxy CPU over total transactions. */
+function pooled(rs: Measured[]): Measured {
   if (rs.length === 1) return rs[0];
-  const byTps = [...rs].sort((a, b) => a.tps - b.tps);
-  return byTps[Math.floor((byTps.length - 1) / 2)];
+  const n = rs.reduce((a, r) => a + r.latencies.length, 0);
+  const lat = new Float64Array(n);
+  let o = 0;
+  for (const r of rs) {
+    lat.set(r.latencies, o);
+    o += r.latencies.length;
+  }
+  lat.sort();
+  const tx = rs.reduce((a, r) => a + r.transactions, 0);
+  const cpu = rs.every((r) => r.proxyCpuPerTx !== undefined)
+    ? rs.reduce((a, r) => a + r.proxyCpuPerTx! * r.transactions, 0) / tx
+    : undefined;
+  return {
+    tps: rs.reduce((a, r) => a + r.tps, 0) / rs.length,
+    transactions: tx,
+    failed: rs.reduce((a, r) => a + r.failed, 0),
+    p50: quantile(lat, 0.5),
+    p99: quantile(lat, 0.99),
+    mean: lat.reduce((a, v) => a + v, 0) / (n || 1),
+    latencies: lat,
+    proxyCpuPerTx: cpu,
+  };
 }
 
 // ---- 1. pgbench matrix -------------------------------------------------------
@@ -235,7 +256,7 @@ async function pgbenchMatrix(systems: System[], work: string): Promise<string> {
   }
   const get = (c: (typeof cells)[number], s: string) => {
     const rs = results.get(k(c, s));
-    return rs ? medianOf(rs) : undefined;
+    return rs ? pooled(rs) : undefined;
   };
   const has = (s: string) => systems.some((x) => x.key === s);
   const out: string[] = ['### Passthrough: pgbench through each system', ''];
@@ -391,13 +412,18 @@ async function dualWrite(
   const res = new Map<string, Measured>();
   for (const op of ['insert', 'update'] as const) {
     for (const mode of ['simple', 'prepared'] as const) {
-      const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
-      turn++;
-      for (const v of order) {
-        say(`dual-write ${op} -M ${mode} -> ${v.key}`);
-        const file = await scriptFile(`${op}-${v.key}`, v.script(op));
-        res.set(`${op}/${mode}/${v.key}`, await measure(v, { file, mode, clients: 1 }, work));
+      const runs = new Map<string, Measured[]>();
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
+        turn++;
+        for (const v of order) {
+          say(`dual-write ${op} -M ${mode} -> ${v.key}`);
+          const file = await scriptFile(`${op}-${v.key}`, v.script(op));
+          const r = await measure(v, { file, mode, clients: 1 }, work);
+          runs.set(v.key, [...(runs.get(v.key) ?? []), r]);
+        }
       }
+      for (const [key, rs] of runs) res.set(`${op}/${mode}/${key}`, pooled(rs));
       for (const v of variants) {
         const r = res.get(`${op}/${mode}/${v.key}`)!;
         const d = res.get(`${op}/${mode}/direct`)!;
@@ -502,15 +528,19 @@ async function reads(
   const rows: string[][] = [];
   let turn = 0;
   for (const mode of ['simple', 'prepared'] as const) {
-    const res = new Map<string, Measured>();
-    const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
-    turn++;
-    for (const v of order) {
-      say(`reads -M ${mode} -> ${v.key}`);
-      const file = path.join(work, `read-${v.key}.sql`);
-      await fs.writeFile(file, readScript(v.sql));
-      res.set(v.key, await measure(v, { file, mode, clients: 1 }, work));
+    const runs = new Map<string, Measured[]>();
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
+      turn++;
+      for (const v of order) {
+        say(`reads -M ${mode} -> ${v.key}`);
+        const file = path.join(work, `read-${v.key}.sql`);
+        await fs.writeFile(file, readScript(v.sql));
+        const r = await measure(v, { file, mode, clients: 1 }, work);
+        runs.set(v.key, [...(runs.get(v.key) ?? []), r]);
+      }
     }
+    const res = new Map([...runs].map(([k, rs]) => [k, pooled(rs)] as const));
     const base = res.get('hand-sy')!;
     for (const v of variants) {
       const r = res.get(v.key)!;
@@ -575,11 +605,9 @@ async function idleRss(proc: Proc, n: number): Promise<{ before: number; after: 
   }
 }
 
-async function idle(work: string, up: Upstream, syMapped: Proc, pipe: Proc, bouncer?: Proc): Promise<string> {
-  void work;
-  void up;
+async function idle(syMapped: Proc, bouncer?: Proc): Promise<string> {
   const rows: string[][] = [];
-  for (const p of [syMapped, pipe, ...(bouncer ? [bouncer] : [])]) {
+  for (const p of [syMapped, ...(bouncer ? [bouncer] : [])]) {
     say(`idle: ${IDLE} connections through ${p.name}`);
     const r = await idleRss(p, IDLE);
     rows.push([

@@ -36,6 +36,8 @@ export interface PgbenchResult {
   p50: number;
   p99: number;
   mean: number;
+  /** Every transaction's latency (µs), sorted: runs are pooled through these. */
+  latencies: Float64Array;
 }
 
 export function pgbenchBin(): string {
@@ -112,6 +114,7 @@ export async function pgbench(t: Target, run: PgbenchRun): Promise<PgbenchResult
     p50: quantile(lat, 0.5),
     p99: quantile(lat, 0.99),
     mean: lat.length ? sum / lat.length : Number.NaN,
+    latencies: lat,
   };
 }
 

@@ -5,13 +5,19 @@ const TICKS_PER_SECOND = 100;
 
 /** User + system CPU time of a process in microseconds, undefined when unreadable. */
 export async function cpuMicros(pid: number | undefined): Promise<number | undefined> {
+  const t = await cpuTimes(pid);
+  return t && t.user + t.sys;
+}
+
+/** User and system CPU time of a process in microseconds. */
+export async function cpuTimes(pid: number | undefined): Promise<{ user: number; sys: number } | undefined> {
   if (!pid) return undefined;
   try {
     const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(rest[11]) + Number(rest[12]);
-    return (ticks * 1_000_000) / TICKS_PER_SECOND;
+    const us = 1_000_000 / TICKS_PER_SECOND;
+    return { user: Number(rest[11]) * us, sys: Number(rest[12]) * us };
   } catch {
     return undefined;
   }
