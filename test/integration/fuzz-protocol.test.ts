@@ -85,6 +85,7 @@ function steadyClients(n: number) {
   let stop = false;
   const errors: string[] = [];
   let completed = 0;
+  const inserted: number[] = new Array(n).fill(0);
   const loops = Array.from({ length: n }, async (_, id) => {
     let client: pg.Client | undefined;
     for (let i = 0; !stop; i++) {
@@ -104,6 +105,7 @@ function steadyClients(n: number) {
             break;
           case 1:
             await client.query('INSERT INTO steady (client, n) VALUES ($1, $2)', [id, i]);
+            inserted[id]++;
             break;
           case 2: {
             const r = await client.query('SELECT count(*)::int AS c FROM steady WHERE client = $1', [id]);
@@ -128,6 +130,7 @@ function steadyClients(n: number) {
   });
   return {
     errors,
+    inserted,
     get completed() {
       return completed;
     },
@@ -475,6 +478,11 @@ describe('protocol fuzzing through the proxy', () => {
     expect(logErrors.slice(0, 5)).toEqual([]);
     expect(steady.errors.slice(0, 10)).toEqual([]);
     expect(completedDuringFuzz).toBeGreaterThan(0);
+    // Every insert the steady clients saw succeed is stored.
+    const stored = await db.query<{ client: number; n: number }>(
+      'SELECT client, count(*)::int AS n FROM steady GROUP BY client ORDER BY client',
+    );
+    expect(stored.rows.map((r) => r.n)).toEqual(steady.inserted);
     expect(connectionsGaugeZero).toBe(true);
     expect(backendsZero).toBe(true);
     // The proxy still serves a fresh client after all of it.
