@@ -29,4 +29,4 @@ it('identifiers: expand, dual-write, backfill, reads new, reads old, kill switch
   // The workload really wrote in every stage that has one.
   for (const r of report) if (r.workload) expect(r.workload.ok).toBeGreaterThan(100);
   expect(report.at(-1)!.newRows).toBeGreaterThan(0);
-});
+}, 240_000);

@@ -21,6 +21,15 @@ const appItems: MappingDefinition = {
   down: { id: 'id', v: 'v' },
 };
 
+const gadgets: MappingDefinition = {
+  name: 'gadgets',
+  old: 'public.gadgets',
+  new: 'public.gadgets_v2',
+  key: ['id'],
+  up: { id: 'id' },
+  down: { id: 'id' },
+};
+
 beforeAll(async () => {
   db = await freshDatabase('sp');
   await db.query(`
@@ -28,8 +37,13 @@ beforeAll(async () => {
     CREATE TABLE app.items (id int PRIMARY KEY, v text);
     CREATE TABLE app.items_v2 (id int PRIMARY KEY, v text);
     -- Same name, other schema, not mapped.
-    CREATE TABLE public.items (id int PRIMARY KEY, v text);`);
-  proxy = await startProxy(db, mappingConfig([appItems]));
+    CREATE TABLE public.items (id int PRIMARY KEY, v text);
+    -- "$user" comes first in the default path: a schema named like the role shadows public.
+    CREATE TABLE public.gadgets (id int PRIMARY KEY);
+    CREATE TABLE public.gadgets_v2 (id int PRIMARY KEY);
+    CREATE SCHEMA postgres;
+    CREATE TABLE postgres.gadgets (id int PRIMARY KEY);`);
+  proxy = await startProxy(db, mappingConfig([appItems, gadgets]));
 });
 
 afterAll(async () => {
@@ -38,7 +52,9 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  await db.query('TRUNCATE app.items, app.items_v2, public.items');
+  await db.query(
+    'TRUNCATE app.items, app.items_v2, public.items, public.gadgets, public.gadgets_v2, postgres.gadgets',
+  );
 });
 
 async function where(id: number) {
@@ -130,6 +146,32 @@ describe('unqualified names follow the session search_path', () => {
       await c.query("INSERT INTO items VALUES (12, 'l')");
     });
     expect(await where(12)).toEqual({ app: 0, v2: 0, public: 1 });
+  });
+
+  it('SET search_path TO DEFAULT returns to the default', async () => {
+    await withClient(async (c) => {
+      await c.query('SET SESSION search_path TO app');
+      await c.query('SET search_path TO DEFAULT');
+      await c.query("INSERT INTO items VALUES (13, 'm')");
+    });
+    expect(await where(13)).toEqual({ app: 0, v2: 0, public: 1 });
+  });
+
+  it('"$user" first: a schema named like the role shadows the mapped public table', async () => {
+    await withClient(async (c) => {
+      await c.query('INSERT INTO gadgets VALUES (1)');
+      await c.query('INSERT INTO public.gadgets VALUES (2)');
+    });
+    const r = await db.query(`SELECT
+        (SELECT array_agg(id ORDER BY id) FROM postgres.gadgets) AS shadow,
+        (SELECT array_agg(id ORDER BY id) FROM public.gadgets) AS mapped,
+        (SELECT array_agg(id ORDER BY id) FROM public.gadgets_v2) AS v2`);
+    expect(r.rows[0]).toEqual({ shadow: [1], mapped: [2], v2: [2] });
+  });
+
+  it('a write before a SET in the same simple Query resolves with the path in force before it', async () => {
+    await withClient((c) => c.query("INSERT INTO items VALUES (14, 'n'); SET search_path = app"));
+    expect(await where(14)).toEqual({ app: 0, v2: 0, public: 1 });
   });
 
   it('a schema-qualified name needs no search_path', async () => {

@@ -354,7 +354,7 @@ export async function runLifecycle(
   opts: LifecycleOptions = {},
 ): Promise<StageReport[]> {
   const clients = opts.clients ?? 5;
-  const perClient = opts.perClient ?? 60;
+  const perClient = opts.perClient ?? 40;
   let seed = opts.seed ?? 1;
   const keys = { next: c.seededKeys + 1 };
   const report: StageReport[] = [];
