@@ -261,6 +261,38 @@ describe('extended protocol, message by message', () => {
   });
 });
 
+describe('asynchronous messages amid replies', () => {
+  it('a NotificationResponse arriving between the replies of a pipeline leaves the pipeline intact', async () => {
+    const { c } = await ready();
+    const { c: other } = await ready();
+    c.send(serialize.query('LISTEN sy_raw'));
+    await c.until('Z');
+    const round = [
+      serialize.parse({ text: 'SELECT pg_sleep(0.3), $1::int AS v' }),
+      serialize.bind({ values: ['1'] }),
+      serialize.execute({}),
+      serialize.sync(),
+      serialize.parse({ text: 'SELECT $1::int AS v' }),
+      serialize.bind({ values: ['2'] }),
+      serialize.execute({}),
+      serialize.sync(),
+    ];
+    c.send(...round);
+    other.send(serialize.query("NOTIFY sy_raw, 'mid'"));
+    await other.until('Z');
+    const first = await c.until('Z');
+    const second = await c.until('Z');
+    const all = [...first, ...second];
+    const notes = only(all, 'A');
+    const late = notes.length ? [] : [await c.next()];
+    const notification = [...notes, ...late];
+    expect(notification).toHaveLength(1);
+    expect(cstrings(notification[0].body, 4)).toEqual(['sy_raw', 'mid']);
+    expect(types(all.filter((m) => m.type !== 'A'))).toBe('1 2 D C Z 1 2 D C Z');
+    expect(only(all, 'D').map((m) => dataRow(m.body).at(-1))).toEqual(['1', '2']);
+  });
+});
+
 describe('startup branches', () => {
   it('answers SSLRequest with N, then the startup goes through', async () => {
     const c = await open();
