@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { metrics } from '../../src/admin/metrics.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
@@ -185,6 +186,29 @@ describe('onUnmirrorable: reject', () => {
       expect(tx.command).toBe('ROLLBACK');
     });
     expect(await tables()).toEqual(before);
+  });
+
+  it('pipelined with other statements (postgres.js): only the rejected one fails, replies stay in order', async () => {
+    const sql = postgres(proxy.url(), { max: 1, onnotice: () => {} });
+    try {
+      const settled = await Promise.allSettled([
+        sql.unsafe('INSERT INTO notes VALUES ($1, $2) RETURNING id', [20, 'twenty'], { prepare: true }),
+        sql.unsafe('TRUNCATE notes', [], { prepare: true }),
+        sql.unsafe('SELECT count(*)::int AS n FROM notes', [], { prepare: true }),
+        sql.unsafe('INSERT INTO notes VALUES ($1, $2) RETURNING id', [21, 'twenty-one'], { prepare: true }),
+      ]);
+      expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+      expectRejected((settled[1] as PromiseRejectedResult).reason);
+      const first = (i: number) => (settled[i] as PromiseFulfilledResult<Record<string, unknown>[]>).value[0];
+      expect(first(0).id).toBe(20);
+      expect(first(2).n).toBe(3);
+      expect(first(3).id).toBe(21);
+    } finally {
+      await sql.end();
+    }
+    const t = await tables();
+    expect(t.old.map((r) => r.id)).toEqual([1, 2, 20, 21]);
+    expect(t.new.map((r) => r.id)).toEqual([1, 2, 20, 21]);
   });
 
   it('reads and mirrorable writes still pass', async () => {
