@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { ConfigError, upstreamAddress } from '../config/load.ts';
 import type { Config, MappingConfig } from '../config/schema.ts';
-import { parseQualifiedName, quoteIdent, quoteQualified } from '../sql/ident.ts';
+import { parseQualifiedName, quoteQualified } from '../sql/ident.ts';
 import { loadParser } from '../sql/parse.ts';
 import type { ColumnExpr, ColumnInfo, CompiledMapping, ResolvedTable } from './mapping.ts';
 import { OLD_ROW_ALIAS, qualified, upsertSql } from './rowsql.ts';
@@ -228,9 +228,4 @@ async function explain(client: pg.Client, sql: string, what: string): Promise<vo
   } finally {
     await client.query('ROLLBACK TO SAVEPOINT sy_check').catch(() => {});
   }
-}
-
-/** The quoted column list of a table, for messages and generated SQL. */
-export function columnList(cols: ColumnInfo[]): string {
-  return cols.map((c) => quoteIdent(c.name)).join(', ');
 }
