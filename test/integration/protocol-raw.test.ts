@@ -333,6 +333,32 @@ describe('startup branches', () => {
     expect(dataRow(only(q, 'D')[0].body)).toEqual(['42']);
   });
 
+  it('protocol 3.2 and 3.9999 startups: the client sees what Postgres itself answers', async () => {
+    const run = async (port: number, version: number) => {
+      const c = await RawConn.connect(port);
+      conns.push(c);
+      const msgs = await c.startup({ user: 'postgres', database: db.name }, version);
+      c.send(serialize.end());
+      return msgs
+        .filter((m) => m.type !== 'S')
+        .map((m) =>
+          m.type === 'v'
+            ? `v${m.body.readInt32BE(0) & 0xffff}`
+            : m.type === 'K'
+              ? `K${m.body.length}`
+              : m.type,
+        )
+        .join(' ');
+    };
+    for (const version of [196610, 196608 + 9999]) {
+      const through = await run(proxy.port, version);
+      expect(through).toBe(await run(db.port, version));
+      expect(through.endsWith('Z')).toBe(true);
+    }
+    // PG 18 accepts 3.2 as is (256-bit cancel key); PG 15 negotiates down to 3.0.
+    expect(await run(proxy.port, 196610)).toBe(db.serverVersion >= 18 ? 'R K36 Z' : 'v0 R K8 Z');
+  });
+
   it('relays a CancelRequest carrying the key the client received (any key length)', async () => {
     const c = await open();
     const msgs = await c.startup(
