@@ -80,15 +80,18 @@ export const NEW_ROW_ALIAS = 'sy_new';
 /**
  * Deletes the new rows matching `where` (over the new table, aliased sy_new)
  * that have no old row whose up(key) is their key: rows up(old) cannot explain.
+ * `oldWhere` may narrow the old rows looked at to those that can match (the
+ * same key range), so Postgres can merge two index ranges instead of probing.
  */
-export function deleteOrphansWhereSql(m: CompiledMapping, where: string): string {
+export function deleteOrphansWhereSql(m: CompiledMapping, where: string, oldWhere = 'true'): string {
   const match = m.key
     .map(quoteIdent)
     .map((k) => `sy_up.${k} = ${NEW_ROW_ALIAS}.${k}`)
     .join(' AND ');
+  const oldRows = `SELECT * FROM ${qualified(m.old)} WHERE ${oldWhere}`;
   return (
     `DELETE FROM ${qualified(m.new)} AS ${NEW_ROW_ALIAS} WHERE (${where}) ` +
-    `AND NOT EXISTS (SELECT 1 FROM (${upKeySelect(m, `SELECT * FROM ${qualified(m.old)}`)}) AS sy_up WHERE ${match})`
+    `AND NOT EXISTS (SELECT 1 FROM (${upKeySelect(m, oldRows)}) AS sy_up WHERE ${match})`
   );
 }
 
