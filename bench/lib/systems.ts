@@ -188,7 +188,10 @@ export async function startPgbouncer(workDir: string, up: Upstream, bin: string)
   if (asRoot) execFileSync('chown', ['-R', 'postgres', dir]);
   const logFile = path.join(dir, 'stdout.log');
   const fd = openSync(logFile, 'a');
-  const argv = [bin, path.join(dir, 'pgbouncer.ini')];
+  // Each client and each server connection is a descriptor: 1,000 idle clients
+  // need more than the usual soft limit of 1024, so raise it to the hard limit.
+  const cmd = `ulimit -n "$(ulimit -Hn)"; exec "$0" "$1"`;
+  const argv = ['sh', '-c', cmd, bin, path.join(dir, 'pgbouncer.ini')];
   const child = asRoot
     ? spawn('runuser', ['-u', 'postgres', '--', ...argv], { stdio: ['ignore', fd, fd] })
     : spawn(argv[0], argv.slice(1), { stdio: ['ignore', fd, fd] });
