@@ -1,11 +1,9 @@
-// A backfill with 4 workers while clients keep inserting, updating (key
-// moves included) and deleting rows, each write dual-written in one statement
-// as the proxy mirrors it: the original write returning its row images, and
-// the rowsql upsert / delete of those images into the new table. Afterwards
-// verify must find zero drift.
-//
-// The writes go straight to Postgres with the mirror's statement shape; the
-// proxy runs that same shape for an application's plain statements.
+// A backfill with 4 workers while clients keep inserting, updating (single
+// rows and three-row transactions), changing keys and deleting rows; then
+// verify must find zero drift and the clients zero errors. Run twice: with the
+// mirror's statement shape sent straight to Postgres (the original write
+// returning its row images, plus the rowsql upsert / delete of those images),
+// and as plain statements through the proxy, which does the mirroring.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Backfill, DEFAULT_OPTIONS } from '../../src/backfill/runner.ts';
@@ -21,8 +19,17 @@ import {
   writeConfig,
 } from '../support/backfill-fixtures.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { startProxy } from '../support/proxy.ts';
 
 const ROWS = 30_000;
+/** USERS_MAPPING as the proxy's config object. */
+const USERS_MAPPING_OBJECT = {
+  name: 'users',
+  old: 'public.users',
+  new: 'public.users_v2',
+  key: ['id'],
+  up: { id: 'id', email: 'lower(email)', full_name: "first_name || ' ' || last_name", version: 'version' },
+};
 let db: TestDatabase;
 let fx: Fixture;
 
@@ -60,14 +67,24 @@ interface WorkloadStats {
   errors: string[];
 }
 
+type Statements = ReturnType<typeof mirrored>;
+
+/** What the application sends through the proxy: plain statements, mirrored by it. */
+const PLAIN: Statements = {
+  insert: `INSERT INTO users (id, email, first_name, last_name) VALUES (nextval('fresh_ids'), $1, 'new', $2)`,
+  update: 'UPDATE users SET version = version + 1, last_name = $2 WHERE id = $1',
+  delete: 'DELETE FROM users WHERE id = $1',
+  move: `UPDATE users SET id = nextval('fresh_ids') WHERE id = $1`,
+};
+
 async function client(
-  m: CompiledMapping,
+  url: string,
+  sql: Statements,
   seed: number,
   stop: () => boolean,
   stats: WorkloadStats,
 ): Promise<void> {
-  const sql = mirrored(m);
-  const c = new pg.Client({ connectionString: db.url });
+  const c = new pg.Client({ connectionString: url });
   await c.connect();
   let s = seed;
   const rand = (n: number) => {
@@ -110,13 +127,14 @@ async function client(
 }
 
 describe('backfill under concurrent dual-writes', () => {
-  it('--workers 4 with inserts, updates, key moves and deletes running: verify finds zero drift', async () => {
+  async function workloadDuringBackfill(url: string, sql: Statements) {
     const m = fx.mappings.get('users')!;
+    await db.query(`DROP SCHEMA IF EXISTS switchyard CASCADE; TRUNCATE users_v2`);
     const stats: WorkloadStats = { ops: { insert: 0, update: 0, delete: 0, move: 0, tx: 0 }, errors: [] };
     let backfillDone = false;
     let stopAt = Number.POSITIVE_INFINITY;
     const stop = () => Date.now() > stopAt;
-    const clients = Array.from({ length: 6 }, (_, i) => client(m, 1000 + i, stop, stats));
+    const clients = Array.from({ length: 6 }, (_, i) => client(url, sql, 1000 + i, stop, stats));
     // Let the workload get going before the backfill starts, as dual-write precedes backfill.
     await new Promise((r) => setTimeout(r, 300));
     const opts = {
@@ -155,6 +173,19 @@ describe('backfill under concurrent dual-writes', () => {
     expect(drift).toEqual([]);
     expect(v.chunksDiffer).toBe(0);
     expect(await mismatches((s) => db.query(s) as Promise<{ rows: { n: number }[] }>, m)).toBe(0);
+  }
+
+  it('--workers 4 with mirrored inserts, updates, key moves and deletes running: verify finds zero drift', async () => {
+    await workloadDuringBackfill(db.url, mirrored(fx.mappings.get('users')!));
+  });
+
+  it('the same workload as plain statements through the proxy: verify finds zero drift', async () => {
+    const proxy = await startProxy(db, { mappings: [USERS_MAPPING_OBJECT] });
+    try {
+      await workloadDuringBackfill(proxy.url(), PLAIN);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('a delete whose statement began before the batch committed does not leave the row behind in new', async () => {
