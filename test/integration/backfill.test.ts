@@ -100,11 +100,12 @@ describe('backfill', () => {
     expect(await mismatches(q, m)).toBe(0);
   });
 
-  it('resumes exactly after SIGKILL halfway', async () => {
+  // Real CLI processes: their start-up dominates on a busy machine, hence the longer timeouts.
+  it('resumes exactly after SIGKILL halfway', { timeout: 180_000 }, async () => {
     const m = fx.mappings.get('users')!;
     const args = ['backfill', '--config', fx.configPath, '--mapping', 'users', '--max-lag-ms', '0'];
     // Tiny batches so that the run is still going when it is killed.
-    const run = spawnCli([...args, '--batch-size', '100', '--target-batch-ms', '2', '--workers', '2']);
+    const run = spawnCli([...args, '--batch-size', '200', '--target-batch-ms', '5', '--workers', '2']);
     const watcher = new pg.Client({ connectionString: db.url });
     await watcher.connect();
     try {
@@ -113,14 +114,15 @@ describe('backfill', () => {
           .query(
             `SELECT coalesce(sum(rows_scanned), 0)::int AS n FROM switchyard.backfill_chunks WHERE mapping = 'users'`,
           )
-          .catch(() => ({ rows: [{ n: 0 }] }));
-        if (r.rows[0].n >= 15_000) break;
+          .catch(() => ({ rows: [{ n: 0 }] })); // not planned yet
+        if (r.rows[0].n >= 10_000 || run.child.exitCode !== null) break;
         await new Promise((res) => setTimeout(res, 20));
       }
     } finally {
+      // Killed here whatever happens, so that a failing test leaves no copier behind.
+      run.child.kill('SIGKILL');
       await watcher.end();
     }
-    run.child.kill('SIGKILL');
     const killed = await run.done;
     expect(killed.signal).toBe('SIGKILL');
     const mid = await chunkTotals('users');
@@ -142,7 +144,9 @@ describe('backfill', () => {
     expect(await mismatches(q, m)).toBe(0);
   });
 
-  it('shares one run between processes: every row copied once, no chunk skipped', async () => {
+  it('shares one run between processes: every row copied once, no chunk skipped', {
+    timeout: 180_000,
+  }, async () => {
     const m = fx.mappings.get('users')!;
     await resetRun('users', 'users_v2');
     const args = ['backfill', '--config', fx.configPath, '--mapping', 'users', '--max-lag-ms', '0'];
