@@ -22,6 +22,8 @@ export interface PlanContext {
   killSwitch: boolean;
   onUnmirrorable: 'passthrough' | 'reject';
   version: number;
+  /** What RESET search_path inside the text returns to. */
+  defaultSearchPath?: string[];
 }
 
 export interface SessionRules {

@@ -66,6 +66,8 @@ interface StatementInfo {
   version: number;
   /** The name the server knows the current plan under. */
   serverName: string;
+  /** The SQL prepared under serverName (the client's text or its rewrite). */
+  serverSql: string;
   /** Earlier server-side names of re-planned versions, closed with the statement. */
   retired: string[];
 }
@@ -105,6 +107,14 @@ export class Session {
   /** What RESET search_path returns to: the startup setting or the server default. */
   private defaultSearchPath: string[] = ['$user', 'public'];
   private localSearchPath?: string[];
+  /** search_path when the current transaction began, kept once the transaction changes it: ROLLBACK restores it. */
+  private txSearchPath?: string[];
+  /** Savepoints of the current transaction with the search_path at each, for ROLLBACK TO. */
+  private savepoints: { name: string; path: string[] }[] = [];
+  /** Tag of the last CommandComplete while txSearchPath is kept: COMMIT or ROLLBACK. */
+  private lastTag = '';
+  /** Some statement was prepared rewritten: Bind/Describe/Close/Execute must be followed even with no rules. */
+  private everRewritten = false;
   private statements = new Map<string, StatementInfo>();
   private portals = new Map<string, PortalInfo>();
   /** After a rejected extended-protocol message: drop client messages until Sync, like the server would. */
@@ -425,7 +435,7 @@ export class Session {
         case Frontend.Execute:
           // The round's config decides whether the message must be opened.
           this.beginRound();
-          if (this.rulesApply) return Action.Inspect;
+          if (this.rulesApply || this.everRewritten) return Action.Inspect;
           this.pushSimple(type);
           return Action.Pass;
         case Frontend.Sync:
@@ -526,14 +536,13 @@ export class Session {
       killSwitch: this.killSwitch,
       onUnmirrorable: this.snap.config.onUnmirrorable,
       version: this.snap.version,
+      defaultSearchPath: this.defaultSearchPath,
     };
   }
 
   private plan(sql: string): Plan | undefined {
     if (!this.rulesApply) return undefined;
-    const rules = this.snap.rules.session;
-    this.trackSearchPath(rules, sql);
-    const plan = rules.plan(sql, this.planContext());
+    const plan = this.snap.rules.session.plan(sql, this.planContext());
     if (plan.unmirrored) {
       metrics.unmirroredWrites.inc({ mapping: plan.unmirrored.mapping, reason: plan.unmirrored.reason });
       this.deps.logger.warn(
@@ -549,13 +558,52 @@ export class Session {
     return plan;
   }
 
-  private trackSearchPath(rules: SessionRules, sql: string): void {
-    if (!/search_path|reset\s+all|discard\s+all/i.test(sql)) return;
-    const change = rules.searchPathChange(sql);
+  /**
+   * Follows what a statement the client sent does to name resolution, after
+   * it was planned (a SET applies to the statements after it): search_path
+   * changes, and the savepoints and rollbacks that undo them.
+   */
+  private trackSearchPath(sql: string): void {
+    if (!this.rulesApply) return;
+    if (this.txStatus !== 0x49 && TX_CONTROL.test(sql)) this.trackSavepoint(sql);
+    if (!SEARCH_PATH_HINT.test(sql)) return;
+    const change = this.snap.rules.session.searchPathChange(sql);
     if (!change) return;
     const value = change.value ?? this.defaultSearchPath;
-    if (change.local) this.localSearchPath = value;
-    else this.searchPath = value;
+    if (change.local) {
+      this.localSearchPath = value;
+      return;
+    }
+    if (this.txStatus !== 0x49 && this.txSearchPath === undefined) this.txSearchPath = this.searchPath;
+    this.searchPath = value;
+  }
+
+  private trackSavepoint(sql: string): void {
+    const m = SAVEPOINT_STMT.exec(sql);
+    if (!m) return;
+    const name = m[2].startsWith('"') ? m[2].slice(1, -1).replaceAll('""', '"') : m[2].toLowerCase();
+    const verb = m[1].toLowerCase();
+    const at = this.savepoints.findLastIndex((sp) => sp.name === name);
+    if (verb === 'savepoint') {
+      this.savepoints.push({ name, path: this.searchPath });
+    } else if (at >= 0 && verb === 'release') {
+      this.savepoints.length = at;
+    } else if (at >= 0) {
+      this.searchPath = this.savepoints[at].path;
+      this.savepoints.length = at + 1;
+    }
+  }
+
+  /** At the end of a transaction: a rollback undoes the transaction's search_path changes. */
+  private endTransaction(previous: number): void {
+    this.localSearchPath = undefined;
+    this.portals.clear();
+    this.savepoints.length = 0;
+    if (this.txSearchPath !== undefined && (previous === 0x45 || this.lastTag.startsWith('ROLLBACK'))) {
+      this.searchPath = this.txSearchPath;
+    }
+    this.txSearchPath = undefined;
+    this.lastTag = '';
   }
 
   private observerFor(plan: Plan | undefined): Observer {
@@ -571,16 +619,16 @@ export class Session {
     this.beginRound();
     this.roundsInFlight++;
     const sql = readQuery(msg);
-    if (!this.rulesApply && /^\s*(discard|deallocate)/i.test(sql)) this.forgetStatements(sql);
+    const closes = DEALLOCATE_HINT.test(sql) ? this.forgetStatements(sql) : NONE;
     const plan = this.plan(sql);
-    if (plan) this.forgetStatements(sql);
+    this.trackSearchPath(sql);
     const observer = this.observerFor(plan);
     metrics.statements.inc({ route: observer.route, mapping: observer.mapping });
     if (plan?.reject) {
       // The server raises the error itself, so an open transaction is aborted
       // exactly as it would be for any failed statement.
       this.queue.push({ kind: Kind.Query, swallow: false, start: performance.now(), observer });
-      return queryMessage(raiseSql(plan.reject.message));
+      return [...closes, queryMessage(raiseSql(plan.reject.message))];
     }
     this.queue.push({
       kind: Kind.Query,
@@ -590,21 +638,29 @@ export class Session {
       start: performance.now(),
       observer,
     });
-    return plan?.rewritten ? queryMessage(plan.sql) : undefined;
+    if (closes.length === 0) return plan?.rewritten ? queryMessage(plan.sql) : undefined;
+    return [...closes, plan?.rewritten ? queryMessage(plan.sql) : msg];
   }
 
-  /** DEALLOCATE / DISCARD ALL drop server-side statements, the proxy's re-planned ones included. */
-  private forgetStatements(sql: string): void {
+  /**
+   * DEALLOCATE / DISCARD ALL drop server-side statements. DEALLOCATE ALL and
+   * DISCARD ALL take the proxy's re-planned copies with them; DEALLOCATE name
+   * does not, so they are closed alongside (replies swallowed).
+   */
+  private forgetStatements(sql: string): Buffer[] {
     const m = /^\s*(?:deallocate\s+(?:prepare\s+)?(all|"(?:[^"]|"")+"|\w+)|discard\s+all)\s*;?\s*$/i.exec(
       sql,
     );
-    if (!m) return;
+    if (!m) return NONE;
     if (m[1] === undefined || m[1].toLowerCase() === 'all') {
       this.statements.clear();
-      return;
+      return NONE;
     }
     const name = m[1].startsWith('"') ? m[1].slice(1, -1).replaceAll('""', '"') : m[1].toLowerCase();
+    const info = this.statements.get(name);
+    if (!info) return NONE;
     this.statements.delete(name);
+    return this.retire(info);
   }
 
   private onParse(msg: Buffer): Buffer | Buffer[] | null | undefined {
@@ -614,20 +670,24 @@ export class Session {
     const prev = this.statements.get(p.name);
     if (prev) out.push(...this.retire(prev));
     const plan = this.plan(p.query);
+    this.trackSearchPath(p.query);
     if (plan?.reject) {
+      this.statements.delete(p.name);
       this.rejectExtended(plan.reject.message);
       return out.length ? out : null;
     }
-    if (this.rulesApply) {
-      this.statements.set(p.name, {
-        sql: p.query,
-        paramTypes: p.paramTypes,
-        plan: plan && (plan.rewritten || plan.mapping !== '') ? plan : undefined,
-        version: this.snap.version,
-        serverName: p.name,
-        retired: [],
-      });
-    }
+    // Every statement is remembered, so a reload that adds (or removes) a
+    // mapping reaches statements prepared before it.
+    this.statements.set(p.name, {
+      sql: p.query,
+      paramTypes: p.paramTypes,
+      plan,
+      version: this.snap.version,
+      serverName: p.name,
+      serverSql: plan?.rewritten ? plan.sql : p.query,
+      retired: [],
+    });
+    if (plan?.rewritten) this.everRewritten = true;
     this.queue.push({ kind: Kind.Parse, swallow: false });
     if (plan?.rewritten) out.push(parseMessage(p.name, plan.sql, p.paramTypes));
     else out.push(msg);
@@ -681,19 +741,24 @@ export class Session {
     const out: Buffer[] = [];
     let serverName = b.statement;
     let plan = info?.plan;
-    if (info?.plan && info.version !== this.snap.version) {
-      const next = this.plan(info.sql)!;
+    if (info && info.version !== this.snap.version) {
+      // The config changed since this statement was planned: plan it again and
+      // prepare the new text under an internal name if it differs.
+      const next = this.plan(info.sql);
       info.version = this.snap.version;
-      if (next.reject) {
+      if (next?.reject) {
         this.rejectExtended(next.reject.message);
         return null;
       }
-      if (next.sql !== info.plan.sql) {
+      const nextSql = next?.rewritten ? next.sql : info.sql;
+      if (nextSql !== info.serverSql) {
         const name = `${INTERNAL_PREFIX}${++internalCounter}`;
         if (info.serverName.startsWith(INTERNAL_PREFIX)) info.retired.push(info.serverName);
         info.serverName = name;
+        info.serverSql = nextSql;
+        this.everRewritten = true;
         this.queue.push({ kind: Kind.Parse, swallow: true });
-        out.push(parseMessage(name, next.sql, info.paramTypes));
+        out.push(parseMessage(name, nextSql, info.paramTypes));
       }
       info.plan = next;
       plan = next;
@@ -847,6 +912,7 @@ export class Session {
     const e = this.queue.peek();
     switch (type) {
       case Backend.ReadyForQuery: {
+        const previous = this.txStatus;
         this.txStatus = msg[5];
         const head = this.queue.shift();
         if (head && (head.kind === Kind.Sync || head.kind === Kind.Query)) {
@@ -855,10 +921,7 @@ export class Session {
             head.observer.latency.observe((performance.now() - head.start) / 1000);
           }
         }
-        if (this.txStatus === 0x49) {
-          this.localSearchPath = undefined;
-          this.portals.clear();
-        }
+        if (this.txStatus === 0x49 && previous !== 0x49) this.endTransaction(previous);
         if (head?.swallow) break;
         out.push(msg);
         break;
@@ -914,6 +977,9 @@ export class Session {
       case Backend.EmptyQueryResponse:
       case Backend.PortalSuspended: {
         const shape = e ? this.queue.currentShape(e) : undefined;
+        if (this.txSearchPath !== undefined && type === Backend.CommandComplete) {
+          this.lastTag = msg.toString('latin1', 5, Math.min(msg.length - 1, 13));
+        }
         if (shape?.kind === 'mirror' && type === Backend.CommandComplete) {
           out.push(mirrorTag(shape.tag, shape.returning ? tagCount(msg) : (e!.count ?? 0)));
           e!.count = undefined;
@@ -994,6 +1060,12 @@ export class Session {
 }
 
 const FORWARD: StatementShape = { kind: 'forward' };
+const NONE: Buffer[] = [];
+const SEARCH_PATH_HINT = /search_path|reset\s+all|discard\s+all/i;
+const DEALLOCATE_HINT = /^\s*(discard|deallocate)/i;
+const TX_CONTROL = /^\s*(savepoint|release|rollback)/i;
+const SAVEPOINT_STMT =
+  /^\s*(savepoint|release|rollback)\s+(?:(?:work|transaction)\s+)?(?:to\s+)?(?:savepoint\s+)?("(?:[^"]|"")+"|[\p{L}_][\p{L}\p{N}_$]*)\s*;?\s*$/iu;
 /** Server-side names of re-planned statements; never a name a client chose. */
 const INTERNAL_PREFIX = '__sy_';
 const PT_LABELS = { route: 'passthrough', mapping: '' } as const;
