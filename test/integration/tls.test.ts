@@ -147,7 +147,8 @@ describe('upstream TLS', () => {
   });
 
   it('sslmode verify-full with the wrong CA gives the client a class 08 error', async () => {
-    const p = await proxyWith({ sslmode: 'verify-full', ca: certs.otherCa }, false);
+    // A generous connect timeout: the failure must be the certificate, not a slow handshake on a busy machine.
+    const p = await proxyWith({ sslmode: 'verify-full', ca: certs.otherCa, connectTimeoutMs: 60_000 }, false);
     const err = await queryOne({ connectionString: p.url({ database: 'tlsdb' }) }, 'SELECT 1').catch(
       (e) => e,
     );
