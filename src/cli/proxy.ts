@@ -4,10 +4,29 @@ import { createLogger } from '../log.ts';
 import { startRuntime } from '../proxy/runtime.ts';
 import { parseArgs, UsageError } from './args.ts';
 
+const HELP = `Usage: switchyard proxy --config FILE
+
+Runs the sidecar: listens on listen.host:listen.port, relays every client to
+the upstream, mirrors writes and switches reads per the config's mappings.
+The admin endpoint (admin.host:admin.port) serves /metrics, /healthz,
+/readyz, /status and POST /kill-switch.
+
+Reloads the config on SIGHUP and when the file's directory changes; an
+invalid file is refused and the running config keeps serving.
+SIGTERM drains (shutdown.drainTimeoutMs); a second SIGTERM ends it at once.
+`;
+
 export async function run(argv: string[]): Promise<number> {
   let configPath: string;
   try {
-    const { values } = parseArgs(argv, { config: { type: 'string', short: 'c' } });
+    const { values } = parseArgs(argv, {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+    });
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
     if (!values.config) throw new UsageError('--config FILE is required');
     configPath = values.config;
   } catch (e) {

@@ -43,6 +43,12 @@ describe('switchyard CLI', () => {
     expect(r.stderr).toContain('unknown command frobnicate');
   });
 
+  it('proxy --help explains the command and exits 0', async () => {
+    const r = await run(['proxy', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('Usage: switchyard proxy --config FILE');
+  });
+
   it('proxy without --config is a usage error', async () => {
     const r = await run(['proxy']);
     expect(r.code).toBe(2);
