@@ -109,7 +109,7 @@ export async function startProxyProcess(
     out += d;
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + 60_000;
   while (!out.includes('switchyard proxy started')) {
     if (child.exitCode !== null) throw new Error(`proxy exited with ${child.exitCode}: ${out}`);
     if (Date.now() > deadline) {
