@@ -38,7 +38,10 @@ export class PrimaryLagSource implements LagSource {
               coalesce(EXTRACT(EPOCH FROM replay_lag) * 1000, 0)::float8 AS lag_ms,
               replay_lsn::text AS replay_lsn,
               (replay_lsn IS NULL OR replay_lsn < sent_lsn) AS behind
-         FROM pg_stat_replication`,
+         FROM pg_stat_replication
+        -- sent_lsn is NULL for a standby not streaming yet, and for every standby when this role lacks
+        -- pg_monitor: nothing to measure there (documented; use --replica to measure on the standby).
+        WHERE sent_lsn IS NOT NULL`,
     );
     const now = Date.now();
     let worst: LagReading = { lagMs: 0, source: 'primary', replicas: r.rows.length };

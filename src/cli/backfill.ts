@@ -1,4 +1,5 @@
 // `switchyard backfill`: copy the old table's history into the new table.
+import type { AddressInfo } from 'node:net';
 import { connect } from '../backfill/connect.ts';
 import { dryRunPlan } from '../backfill/dryrun.ts';
 import { KeyError } from '../backfill/keys.ts';
@@ -118,6 +119,10 @@ export async function run(argv: string[]): Promise<number> {
       );
     }
     const metricsServer = metricsPort === undefined ? undefined : await serveMetrics(metricsPort);
+    if (metricsServer) {
+      const { port } = metricsServer.address() as AddressInfo;
+      log.info({ url: `http://127.0.0.1:${port}/metrics` }, 'serving metrics');
+    }
 
     const abort = new AbortController();
     const onSignal = () => {

@@ -1,6 +1,7 @@
 // `switchyard verify`: prove new = up(old), or say exactly where it is not.
 import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { connect } from '../backfill/connect.ts';
 import { KeyError } from '../backfill/keys.ts';
 import { ProgressReporter, RateMeter } from '../backfill/progress.ts';
@@ -88,6 +89,10 @@ export async function run(argv: string[]): Promise<number> {
       await once(out, 'open');
     }
     const metricsServer = metricsPort === undefined ? undefined : await serveMetrics(metricsPort);
+    if (metricsServer) {
+      const { port } = metricsServer.address() as AddressInfo;
+      log.info({ url: `http://127.0.0.1:${port}/metrics` }, 'serving metrics');
+    }
 
     const c = await connect(clientConfig);
     const est = await c.query(
