@@ -1,19 +1,21 @@
 // Mirrored writes: the client's INSERT/UPDATE/DELETE on an old table becomes
 // one statement around a data-modifying CTE. The write returns its stored row
-// image as one extra column; sibling CTEs upsert up(image) into the new table
-// or delete by key. Everything is spliced into the client's own text.
+// image as one extra column; a sibling CTE upserts up(image) into the new
+// table, and deletes by key go through a helper function the outer query
+// joins. Everything is spliced into the client's own text.
 import { quoteIdent } from '../sql/ident.ts';
 import type { ParsedStatement } from '../sql/parse.ts';
 import type { TableRef } from '../sql/refs.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { findTopKeyword, isKeyword, relationSpan, type StatementTokens } from '../sql/tokens.ts';
 import type { CompiledMapping } from './mapping.ts';
-import { deleteByOldRowsSql, deleteMovedKeysSql, qualified, upsertSql } from './rowsql.ts';
+import { callDeleteByOldRowsSql, callDeleteMovedKeysSql, qualified, upsertSql } from './rowsql.ts';
 
 export const ROW_COLUMN = '__sy_row';
 const W = quoteIdent('__sy_w');
 const PRE = quoteIdent('__sy_pre');
 const ROW = quoteIdent(ROW_COLUMN);
+const D = quoteIdent('__sy_d');
 
 export type WriteTag = 'INSERT' | 'UPDATE' | 'DELETE';
 
@@ -92,6 +94,7 @@ export function buildMirror(input: MirrorInput): MirrorResult {
   const edits: Edit[] = [];
   const ctes: string[] = [];
   let preCte = '';
+  let deleteCall = '';
   if (keyChange) {
     let pre: string;
     if (newStyle) {
@@ -128,17 +131,24 @@ export function buildMirror(input: MirrorInput): MirrorResult {
       }
       pre = `SELECT (p.r).* FROM ${PRE} AS p`;
     }
-    ctes.push(`${quoteIdent('__sy_d')} AS (${deleteMovedKeysSql(m, pre, post)})`);
+    deleteCall = callDeleteMovedKeysSql(m, pre, post);
   }
-  ctes.push(
-    tag === 'DELETE'
-      ? `${quoteIdent('__sy_m')} AS (${deleteByOldRowsSql(m, post)})`
-      : `${quoteIdent('__sy_m')} AS (${upsertSql(m, post)})`,
-  );
+  if (tag === 'DELETE') deleteCall = callDeleteByOldRowsSql(m, post);
+  else ctes.push(`${quoteIdent('__sy_m')} AS (${upsertSql(m, post)})`);
+  // Deleting in new must see new rows committed by transactions this write
+  // waited for, which the statement's snapshot cannot: the delete runs in a
+  // VOLATILE function (fresh snapshot, see rowsql.ts). A SELECT in WITH runs
+  // only if referenced, so the outer query joins its one row. It reads all of
+  // the write's rows first, so it runs after the write; an upsert sibling runs
+  // at the end of the statement, on keys disjoint from the deleted ones.
+  if (deleteCall) ctes.unshift(`${D} AS MATERIALIZED (${deleteCall})`);
 
   const head = `${n.withClause ? ', ' : 'WITH '}${preCte}${W} AS (`;
   const ret = returning ? `, ${rowExpr} AS ${ROW}` : ` RETURNING ${rowExpr} AS ${ROW}`;
-  const outer = returning ? `SELECT * FROM ${W}` : `SELECT count(*) FROM ${W}`;
+  const from = deleteCall ? `${W}, ${D}` : W;
+  const outer = returning
+    ? `SELECT ${deleteCall ? `${W}.*` : '*'} FROM ${from}`
+    : `SELECT count(*) FROM ${from}`;
   edits.unshift({ start: toks[dml].start, end: toks[dml].start, text: head });
   edits.push({ start: effEnd, end: effEnd, text: `${ret}), ${ctes.join(', ')} ${outer}` });
   return { ok: true, edits, tag, returning };

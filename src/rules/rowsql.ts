@@ -1,6 +1,7 @@
 // The one place that says what "new = up(old)" means in SQL. The mirrored
 // write, the backfill, verify and repair all build their statements here, so
 // they can never disagree about how an old row becomes a new one.
+import { createHash } from 'node:crypto';
 import { quoteIdent } from '../sql/ident.ts';
 import type { CompiledMapping, ResolvedTable } from './mapping.ts';
 
@@ -114,4 +115,101 @@ export function deleteMovedKeysSql(m: CompiledMapping, preSource: string, postSo
     `DELETE FROM ${qualified(m.new)} WHERE (${keyCols}) IN ` +
     `(${upKeySelect(m, preSource)} EXCEPT ${upKeySelect(m, postSource)})`
   );
+}
+
+/** Schema of switchyard's own objects (backfill checkpoints, the delete-by-key helpers). */
+export const HELPER_SCHEMA = 'switchyard';
+
+/** Postgres truncates identifiers to 63 bytes; names are cut below that on a UTF-8 boundary. */
+const MAX_IDENT_BYTES = 63;
+
+function cutBytes(s: string, max: number): string {
+  let out = '';
+  for (const ch of s) {
+    if (Buffer.byteLength(out + ch) > max) break;
+    out += ch;
+  }
+  return out;
+}
+
+/**
+ * Name of the function that deletes new rows by key (unquoted). It depends on
+ * the new table and its key columns only, so mappings that share both share
+ * one function. The hash keeps names unique where the readable part is cut or
+ * ambiguous (schema "a_b" table "c" against schema "a" table "b_c").
+ */
+export function deleteKeysFunctionName(m: CompiledMapping): string {
+  const id = JSON.stringify([m.new.schema, m.new.name, m.key]);
+  const hash = createHash('sha256').update(id).digest('hex').slice(0, 8);
+  const readable = cutBytes(`sy_delete_${m.new.schema}_${m.new.name}`, MAX_IDENT_BYTES - hash.length - 1);
+  return `${readable}_${hash}`;
+}
+
+/** The delete-by-key function, schema-qualified and quoted. */
+export function deleteKeysFunction(m: CompiledMapping): string {
+  return `${quoteIdent(HELPER_SCHEMA)}.${quoteIdent(deleteKeysFunctionName(m))}`;
+}
+
+function sqlString(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}
+
+/**
+ * Body of the delete-by-key function: `$1` is a jsonb array of objects, one
+ * per key, named by the new key columns. `keyTypes` are the key columns'
+ * format_type (schema-qualified where not in pg_catalog, so the body does not
+ * depend on the caller's search_path). Being a VOLATILE plpgsql function, its
+ * DELETE takes a fresh snapshot in READ COMMITTED: it sees new rows that
+ * transactions the calling statement waited for have committed since the
+ * statement started, which the statement itself cannot see.
+ */
+export function deleteKeysFunctionBody(m: CompiledMapping, keyTypes: readonly string[]): string {
+  const defs = m.key.map((k, i) => `${quoteIdent(k)} ${keyTypes[i]}`).join(', ');
+  const match = m.key.map((k) => `t.${quoteIdent(k)} = k.${quoteIdent(k)}`).join(' AND ');
+  return [
+    '',
+    'DECLARE sy_n bigint;',
+    'BEGIN',
+    `  DELETE FROM ${qualified(m.new)} AS t USING pg_catalog.jsonb_to_recordset($1) AS k(${defs})`,
+    `   WHERE ${match};`,
+    '  GET DIAGNOSTICS sy_n = ROW_COUNT;',
+    '  RETURN sy_n;',
+    'END',
+    '',
+  ].join('\n');
+}
+
+/** CREATE OR REPLACE FUNCTION for deleteKeysFunctionBody (STRICT: no keys, no call). */
+export function createDeleteKeysFunctionSql(m: CompiledMapping, body: string): string {
+  let tag = '$sy$';
+  for (let i = 0; body.includes(tag); i++) tag = `$sy${i}$`;
+  return (
+    `CREATE OR REPLACE FUNCTION ${deleteKeysFunction(m)}(jsonb) RETURNS bigint ` +
+    `LANGUAGE plpgsql VOLATILE STRICT SECURITY INVOKER AS ${tag}${body}${tag}`
+  );
+}
+
+/**
+ * A query yielding one row: the delete-by-key function called with the keys
+ * `keySource` yields (the new key columns by name), carried as jsonb and read
+ * back by the function as the new key columns' types. No type name is written
+ * here, so the statement does not depend on the session's search_path. No
+ * keys: a NULL argument, and the STRICT function is not called.
+ */
+export function callDeleteKeysSql(m: CompiledMapping, keySource: string): string {
+  const pairs = m.key.map((k) => `${sqlString(k)}, sy_k.${quoteIdent(k)}`).join(', ');
+  return (
+    `SELECT ${deleteKeysFunction(m)}((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(${pairs})) ` +
+    `FROM (${keySource}) AS sy_k)) AS n`
+  );
+}
+
+/** Calls the delete-by-key function with up(key) of the source rows (a deleting write's images). */
+export function callDeleteByOldRowsSql(m: CompiledMapping, source: string): string {
+  return callDeleteKeysSql(m, upKeySelect(m, source));
+}
+
+/** Calls the delete-by-key function with the keys a key-moving write left behind (see deleteMovedKeysSql). */
+export function callDeleteMovedKeysSql(m: CompiledMapping, preSource: string, postSource: string): string {
+  return callDeleteKeysSql(m, `${upKeySelect(m, preSource)} EXCEPT ${upKeySelect(m, postSource)}`);
 }

@@ -5,10 +5,19 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { ConfigError, upstreamAddress } from '../config/load.ts';
 import type { Config, MappingConfig } from '../config/schema.ts';
-import { parseQualifiedName, quoteQualified } from '../sql/ident.ts';
+import { parseQualifiedName, quoteIdent, quoteQualified } from '../sql/ident.ts';
 import { loadParser } from '../sql/parse.ts';
 import type { ColumnExpr, ColumnInfo, CompiledMapping, ResolvedTable } from './mapping.ts';
-import { OLD_ROW_ALIAS, qualified, upsertSql } from './rowsql.ts';
+import {
+  createDeleteKeysFunctionSql,
+  deleteKeysFunction,
+  deleteKeysFunctionBody,
+  deleteKeysFunctionName,
+  HELPER_SCHEMA,
+  OLD_ROW_ALIAS,
+  qualified,
+  upsertSql,
+} from './rowsql.ts';
 
 export interface RuleSet {
   mappings: CompiledMapping[];
@@ -31,6 +40,12 @@ export function relationKey(schema: string, name: string): string {
 export interface CompileOptions {
   /** Overrides the connection settings derived from the config (tests). */
   connect?: pg.ClientConfig;
+  /**
+   * Install the helper functions mirrored writes call (default true). Commands
+   * that never send mirrored writes (backfill, verify) pass false so that they
+   * create nothing they do not use (a backfill --dry-run touches nothing).
+   */
+  installHelpers?: boolean;
 }
 
 /**
@@ -78,6 +93,7 @@ export async function compileRules(config: Config, opts: CompileOptions = {}): P
     );
     const mappings: CompiledMapping[] = [];
     for (const m of config.mappings) mappings.push(await compileMapping(client, m));
+    if (opts.installHelpers !== false) await installHelpers(client, mappings);
     const names = [...new Set(mappings.flatMap((m) => [m.old.name, m.new.name]))];
     const rel = await client.query<{ nspname: string; relname: string }>(
       `SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
@@ -227,5 +243,97 @@ async function explain(client: pg.Client, sql: string, what: string): Promise<vo
     throw new ConfigError(`${what}: ${(e as Error).message}`);
   } finally {
     await client.query('ROLLBACK TO SAVEPOINT sy_check').catch(() => {});
+  }
+}
+
+/**
+ * Installs, for each mapping, the function a mirrored DELETE (and a key move)
+ * calls to delete from the new table by key with a fresh snapshot (see
+ * deleteKeysFunctionBody). An identical existing function is left alone, so a
+ * role without CREATE can run once someone who has it has installed them.
+ */
+async function installHelpers(client: pg.Client, mappings: CompiledMapping[]): Promise<void> {
+  await client.query('BEGIN');
+  try {
+    // The same lock the backfill takes to create the schema: concurrent CREATEs can collide in the catalog.
+    await client.query(`SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('switchyard.schema'))`);
+    // format_type then qualifies every type outside pg_catalog: the body must not depend on the caller's path.
+    await client.query('SET LOCAL search_path = pg_catalog, pg_temp');
+    const done = new Set<string>();
+    for (const m of mappings) {
+      const name = deleteKeysFunctionName(m);
+      if (done.has(name)) continue;
+      done.add(name);
+      const types = await client.query<{ name: string; type: string }>(
+        `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
+           FROM pg_attribute a
+          WHERE a.attrelid = to_regclass($1) AND a.attname = ANY($2::text[])`,
+        [qualified(m.new), m.key],
+      );
+      const byName = new Map(types.rows.map((r) => [r.name, r.type]));
+      const body = deleteKeysFunctionBody(
+        m,
+        m.key.map((k) => byName.get(k) ?? 'text'),
+      );
+      const existing = await client.query(
+        `SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = $1 AND p.proname = $2 AND p.proargtypes = '3802'::oidvector
+            AND p.prosrc = $3 AND p.prorettype = 'int8'::regtype AND p.provolatile = 'v'
+            AND p.proisstrict AND NOT p.prosecdef AND p.proconfig IS NULL
+            AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')`,
+        [HELPER_SCHEMA, name, body],
+      );
+      if (existing.rowCount === 0) {
+        await client.query('SAVEPOINT sy_install');
+        try {
+          await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(HELPER_SCHEMA)}`);
+          await client.query(createDeleteKeysFunctionSql(m, body));
+          await client.query('RELEASE SAVEPOINT sy_install');
+        } catch (e) {
+          await client.query('ROLLBACK TO SAVEPOINT sy_install').catch(() => {});
+          throw new ConfigError(
+            `mapping ${m.name}: cannot install ${deleteKeysFunction(m)}(jsonb), which mirrored deletes call: ` +
+              `${(e as Error).message}. The catalog connection's role needs CREATE on the database ` +
+              `(to create schema ${HELPER_SCHEMA}) or on schema ${HELPER_SCHEMA}, and must own the function ` +
+              'if it already exists; or install it once with such a role',
+          );
+        }
+      }
+    }
+    // Mirrored writes run as the client's role: it needs USAGE on the schema (EXECUTE is PUBLIC's by default).
+    const usage = await client.query<{ ok: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                       WHERE n.nspname = $1 AND a.grantee = 0 AND a.privilege_type = 'USAGE') AS ok`,
+      [HELPER_SCHEMA],
+    );
+    if (!usage.rows[0].ok) {
+      await client.query('SAVEPOINT sy_install');
+      try {
+        await client.query(`GRANT USAGE ON SCHEMA ${quoteIdent(HELPER_SCHEMA)} TO PUBLIC`);
+        await client.query('RELEASE SAVEPOINT sy_install');
+      } catch (e) {
+        await client.query('ROLLBACK TO SAVEPOINT sy_install').catch(() => {});
+        throw new ConfigError(
+          `mapping ${mappings[0].name}: schema ${HELPER_SCHEMA} lacks USAGE for PUBLIC, which mirrored deletes ` +
+            `need, and it cannot be granted: ${(e as Error).message}. ` +
+            `Run GRANT USAGE ON SCHEMA ${HELPER_SCHEMA} TO PUBLIC as its owner`,
+        );
+      }
+      const again = await client.query<{ ok: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a
+                         WHERE n.nspname = $1 AND a.grantee = 0 AND a.privilege_type = 'USAGE') AS ok`,
+        [HELPER_SCHEMA],
+      );
+      if (!again.rows[0].ok) {
+        throw new ConfigError(
+          `mapping ${mappings[0].name}: schema ${HELPER_SCHEMA} lacks USAGE for PUBLIC, which mirrored deletes ` +
+            `need, and this role may not grant it. Run GRANT USAGE ON SCHEMA ${HELPER_SCHEMA} TO PUBLIC as its owner`,
+        );
+      }
+    }
+    await client.query('COMMIT');
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw e;
   }
 }

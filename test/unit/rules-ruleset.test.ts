@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.ts';
+import type { CompiledMapping } from '../../src/rules/mapping.ts';
+import { deleteKeysFunctionName } from '../../src/rules/rowsql.ts';
 import { upstreamClientConfig } from '../../src/rules/ruleset.ts';
 
 const cfg = (upstream: Record<string, unknown>) => configSchema.parse({ upstream });
@@ -31,5 +33,25 @@ describe('upstreamClientConfig', () => {
   it('lets tests override any setting', () => {
     const c = upstreamClientConfig(cfg({ host: 'h' }), { host: '127.0.0.1', port: 1, user: 'x' });
     expect(c).toMatchObject({ host: '127.0.0.1', port: 1, user: 'x' });
+  });
+});
+
+describe('deleteKeysFunctionName', () => {
+  const mapping = (schema: string, name: string, key = ['id']) =>
+    ({ new: { schema, name }, key }) as unknown as CompiledMapping;
+
+  it('is readable, deterministic and depends on the new table and its key only', () => {
+    const a = deleteKeysFunctionName(mapping('public', 'users_v2'));
+    expect(a).toMatch(/^sy_delete_public_users_v2_[0-9a-f]{8}$/);
+    expect(deleteKeysFunctionName(mapping('public', 'users_v2'))).toBe(a);
+    expect(deleteKeysFunctionName(mapping('public', 'users_v2', ['id', 'tenant']))).not.toBe(a);
+  });
+
+  it('tells apart names whose readable parts collide, and fits 63 bytes', () => {
+    expect(deleteKeysFunctionName(mapping('a_b', 'c'))).not.toBe(deleteKeysFunctionName(mapping('a', 'b_c')));
+    const long = deleteKeysFunctionName(mapping('sch', 'é'.repeat(60)));
+    expect(Buffer.byteLength(long)).toBeLessThanOrEqual(63);
+    expect(long).not.toContain('\uFFFD');
+    expect(long).not.toBe(deleteKeysFunctionName(mapping('sch', `${'é'.repeat(60)}x`)));
   });
 });
