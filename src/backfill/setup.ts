@@ -30,7 +30,7 @@ export async function loadMapping(
     throw new SetupError(`unknown mapping ${name} in ${configPath} (mappings: ${known})`);
   }
   // Only the mapping at hand: a problem in another one is not this command's business.
-  const rules = await compileRules({ ...config, mappings: [mc] });
+  const rules = await compileRules({ ...config, mappings: [mc] }, { installHelpers: false });
   return {
     config,
     mapping: rules.mappings[0],

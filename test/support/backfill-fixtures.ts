@@ -72,7 +72,7 @@ export async function writeConfig(url: string, mappingsYaml: string): Promise<Fi
   const configPath = path.join(dir, 'switchyard.yaml');
   await fs.writeFile(configPath, text);
   const config = parseConfigText(text);
-  const rules = await compileRules(config);
+  const rules = await compileRules(config, { installHelpers: false });
   return {
     dir,
     configPath,
