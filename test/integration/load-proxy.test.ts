@@ -89,9 +89,13 @@ function rssMb(pid: number): number {
   return m ? Math.round(Number(m[1]) / 1024) : 0;
 }
 
+/** Per reload: ms from the file write to the proxy's own "config reloaded" log line. */
+const proxyReloadMs: number[] = [];
+
 /** Rewrites the config file and waits until the proxy runs the new version. */
 async function reload(p: ProxyProcess, extra: Record<string, unknown>): Promise<void> {
   const before = (await scrape(p)).get('switchyard_config_version') ?? 0;
+  const written = Date.now();
   p.writeConfig(extra);
   // Generous: the reload compiles the rules against the catalog of a server under full load.
   const deadline = Date.now() + 60_000;
@@ -99,6 +103,13 @@ async function reload(p: ProxyProcess, extra: Record<string, unknown>): Promise<
     if (Date.now() > deadline) throw new Error('reload not applied within 60 s');
     await new Promise((r) => setTimeout(r, 50));
   }
+  const logged = p
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('"config reloaded'))
+    .map((l) => (JSON.parse(l) as { time: number }).time)
+    .filter((t) => t >= written);
+  if (logged.length > 0) proxyReloadMs.push(logged[0] - written);
 }
 
 /**
@@ -272,6 +283,7 @@ describe('load through the proxy', () => {
       const t0 = Date.now();
       const end = t0 + SECONDS * 1000;
       const cpu0 = cpuSeconds(pid);
+      const ownCpu0 = process.cpuUsage();
       const sampler = setInterval(() => {
         scrape(proxy).then(
           (m) =>
@@ -319,6 +331,8 @@ describe('load through the proxy', () => {
       );
       const loadMs = Date.now() - t0;
       const proxyCpuSeconds = Math.round((cpuSeconds(pid) - cpu0) * 10) / 10;
+      const own = process.cpuUsage(ownCpu0);
+      const clientCpuSeconds = Math.round((own.user + own.system) / 1e5) / 10;
       await phases;
       clearInterval(sampler);
       await Promise.all(states.map((s) => s.client.end()));
@@ -383,6 +397,8 @@ describe('load through the proxy', () => {
           totalOps,
           opsPerSecond: Math.round(totalOps / (loadMs / 1000)),
           proxyCpuSeconds,
+          clientCpuSeconds,
+          proxyReloadMs,
           inserts: states.reduce((a, s) => a + s.inserts, 0),
           deletes: states.reduce((a, s) => a + s.deletes, 0),
           transactions: states.reduce((a, s) => a + s.txns, 0),
