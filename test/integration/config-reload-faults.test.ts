@@ -118,9 +118,10 @@ async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boole
 
 /** Replaces a file the way editors and config tools do: write aside, rename over. */
 function atomicWrite(file: string, text: string): void {
-  const tmp = path.join(mkdtempSync(path.join(os.tmpdir(), 'sy-w-')), 'new');
-  writeFileSync(tmp, text);
-  renameSync(tmp, file);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sy-w-'));
+  writeFileSync(path.join(dir, 'new'), text);
+  renameSync(path.join(dir, 'new'), file);
+  rmSync(dir, { recursive: true, force: true });
 }
 
 async function client(p: ProxyProcess): Promise<pg.Client> {
