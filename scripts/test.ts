@@ -28,7 +28,11 @@ const pg15 = systemBinDir();
 if (process.env.SWITCHYARD_TEST_DATABASE_URL) {
   passes[0].label = 'SWITCHYARD_TEST_DATABASE_URL';
 } else if (pg15 && process.env.SWITCHYARD_TEST_SKIP_SECOND_VERSION !== '1') {
-  passes.push({ label: `system Postgres (${pg15})`, env: { SWITCHYARD_TEST_PG_BIN: pg15 }, files: VERSION_SENSITIVE });
+  passes.push({
+    label: `system Postgres (${pg15})`,
+    env: { SWITCHYARD_TEST_PG_BIN: pg15 },
+    files: VERSION_SENSITIVE,
+  });
 } else {
   console.log('note: no system Postgres install found; version-sensitive suites run on PG 18 only');
 }
@@ -42,11 +46,23 @@ for (const [i, pass] of passes.entries()) {
   console.log(`\n=== tests on ${pass.label} ===`);
   const r = spawnSync(
     'npx',
-    ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile=${out}`, ...pass.files, ...process.argv.slice(2)],
+    [
+      'vitest',
+      'run',
+      '--reporter=default',
+      '--reporter=json',
+      `--outputFile=${out}`,
+      ...pass.files,
+      ...process.argv.slice(2),
+    ],
     { stdio: 'inherit', env: { ...process.env, ...pass.env } },
   );
   try {
-    const json = JSON.parse(readFileSync(out, 'utf8')) as { numPassedTests: number; numFailedTests: number; numTotalTests: number };
+    const json = JSON.parse(readFileSync(out, 'utf8')) as {
+      numPassedTests: number;
+      numFailedTests: number;
+      numTotalTests: number;
+    };
     passed += json.numPassedTests;
     failed += json.numFailedTests + (json.numTotalTests === 0 ? 1 : 0);
   } catch {

@@ -327,7 +327,7 @@ export class Session {
         // The timeout covers the TLS handshake too: a server that accepts and never answers is not usable.
         if (target.secure) up = await target.secure(sock);
       } catch (err) {
-        if (connected || sock.destroyed) return;
+        if (connected) return;
         connected = true;
         clearTimeout(timer);
         metrics.upstreamConnectErrors.inc({ reason: 'tls' });

@@ -68,10 +68,10 @@ describe('switchyard CLI', () => {
     expect(r.stderr).toMatch(/cannot read \/nonexistent\/switchyard.yaml: ENOENT/);
   });
 
-  it('proxy with an unset ${ENV} reference names the variable', async () => {
-    const f = configFile(
-      'upstream: { url: "postgres://app:${SY_TEST_UNSET_PASSWORD}@127.0.0.1:5432/app" }\n',
-    );
+  it('proxy with an unset environment reference names the variable', async () => {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in a config file
+    const yaml = 'upstream: { url: "postgres://app:${SY_TEST_UNSET_PASSWORD}@127.0.0.1:5432/app" }\n';
+    const f = configFile(yaml);
     const r = await run(['proxy', '--config', f]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('environment variable not set: SY_TEST_UNSET_PASSWORD');
