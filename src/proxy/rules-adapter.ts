@@ -1,6 +1,12 @@
 // The compile step of the config store: a config becomes the rules sessions
 // use. Compiling reads the catalog (compileRules), so a reload whose mapping
 // does not match the database is refused before any session sees it.
+//
+// A reload that only flips switches (killSwitch, dualWrite, reads,
+// onUnmirrorable) keeps the catalog facts of the previous compile: the flip
+// takes effect at once, even when the database is slow or overloaded, which
+// is exactly when an operator reaches for the kill switch.
+import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { Planner, parseSearchPath, searchPathChange } from '../rules/planner.ts';
 import { compileRules, type RuleSet } from '../rules/ruleset.ts';
@@ -11,8 +17,32 @@ export interface CompiledRules {
   ruleset?: RuleSet;
 }
 
-export async function compileSessionRules(config: Config): Promise<CompiledRules> {
-  const ruleset = await compileRules(config);
+/** What the catalog check depends on: switches are left out. */
+function definitionKey(config: Config): string {
+  return JSON.stringify([
+    config.upstream,
+    config.mappings.map((m) => [m.name, m.old, m.new, m.key, m.up, m.down]),
+  ]);
+}
+
+/** The same catalog facts under the new config's switches. */
+function withSwitches(prev: RuleSet, config: Config): RuleSet {
+  const mappings = prev.mappings.map((m, i) => {
+    const mc = config.mappings[i];
+    if (mc.reads === 'new') {
+      const missing = m.oldColumns.filter((c) => !(m.down ?? []).some((d) => d.column === c.name));
+      if (missing.length > 0) {
+        throw new ConfigError(
+          `mapping ${mc.name}: reads: new needs a down expression for every old column; missing ${missing.map((c) => c.name).join(', ')}`,
+        );
+      }
+    }
+    return { ...m, config: mc };
+  });
+  return { ...prev, mappings };
+}
+
+function sessionRules(ruleset: RuleSet): CompiledRules {
   if (ruleset.mappings.length === 0) return { session: NO_RULES, ruleset };
   const planner = new Planner(ruleset);
   return {
@@ -25,4 +55,21 @@ export async function compileSessionRules(config: Config): Promise<CompiledRules
       parseSearchPath,
     },
   };
+}
+
+/** A compile function for one config store; it remembers the last catalog check it made. */
+export function rulesCompiler(): (config: Config) => Promise<CompiledRules> {
+  let last: { key: string; ruleset: RuleSet } | undefined;
+  return async (config) => {
+    const key = definitionKey(config);
+    if (last && last.key === key) return sessionRules(withSwitches(last.ruleset, config));
+    const ruleset = await compileRules(config);
+    last = { key, ruleset };
+    return sessionRules(ruleset);
+  };
+}
+
+/** One-off compile (no memory of earlier checks). */
+export async function compileSessionRules(config: Config): Promise<CompiledRules> {
+  return sessionRules(await compileRules(config));
 }

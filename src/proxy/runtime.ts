@@ -6,7 +6,7 @@ import { type AdminServer, startAdmin } from '../admin/server.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigStore } from '../config/store.ts';
 import { type Reloader, watchConfig } from '../config/watch.ts';
-import { compileSessionRules } from './rules-adapter.ts';
+import { rulesCompiler } from './rules-adapter.ts';
 import type { SessionRules } from './rules-port.ts';
 import { ProxyServer } from './server.ts';
 import { clientTls, upstreamTls } from './tls.ts';
@@ -35,7 +35,7 @@ export interface Runtime {
 
 export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const { logger } = opts;
-  const store = await ConfigStore.create(opts.loaded, compileSessionRules);
+  const store = await ConfigStore.create(opts.loaded, rulesCompiler());
   const config = store.current.config;
   const proxy = new ProxyServer({
     store,
