@@ -117,8 +117,12 @@ export function deleteMovedKeysSql(m: CompiledMapping, preSource: string, postSo
   );
 }
 
-/** Schema of switchyard's own objects (backfill checkpoints, the delete-by-key helpers). */
-export const HELPER_SCHEMA = 'switchyard';
+/**
+ * Schema of the mirror's delete-by-key helpers. Apart from the backfill's
+ * `switchyard` schema on purpose: an operator who drops the backfill state
+ * (DROP SCHEMA switchyard CASCADE) must not break live mirrored writes.
+ */
+export const HELPER_SCHEMA = 'switchyard_mirror';
 
 /** Postgres truncates identifiers to 63 bytes; names are cut below that on a UTF-8 boundary. */
 const MAX_IDENT_BYTES = 63;

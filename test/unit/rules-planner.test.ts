@@ -148,7 +148,7 @@ describe('Planner: writes', () => {
     );
     // The delete of moved keys runs in the helper function (fresh snapshot), joined by the outer query.
     expect(v18.sql).toMatch(
-      /"__sy_d" AS MATERIALIZED \(SELECT "switchyard"\."sy_delete_public_users_v2_[0-9a-f]{8}"\(\(SELECT pg_catalog\.jsonb_agg\(pg_catalog\.jsonb_build_object\('id', sy_k\."id"\)\) FROM \(SELECT \("id"\) AS "id" FROM \(SELECT \(w\."__sy_row"\[1\]\)\.\* FROM "__sy_w" AS w\) AS sy_old EXCEPT SELECT \("id"\) AS "id" FROM \(SELECT \(w\."__sy_row"\[2\]\)\.\* FROM "__sy_w" AS w\) AS sy_old\) AS sy_k\)\) AS n\), "__sy_m" AS \(INSERT INTO/,
+      /"__sy_d" AS MATERIALIZED \(SELECT "switchyard_mirror"\."sy_delete_public_users_v2_[0-9a-f]{8}"\(\(SELECT pg_catalog\.jsonb_agg\(pg_catalog\.jsonb_build_object\('id', sy_k\."id"\)\) FROM \(SELECT \("id"\) AS "id" FROM \(SELECT \(w\."__sy_row"\[1\]\)\.\* FROM "__sy_w" AS w\) AS sy_old EXCEPT SELECT \("id"\) AS "id" FROM \(SELECT \(w\."__sy_row"\[2\]\)\.\* FROM "__sy_w" AS w\) AS sy_old\) AS sy_k\)\) AS n\), "__sy_m" AS \(INSERT INTO/,
     );
     expect(v18.sql.endsWith('SELECT count(*) FROM "__sy_w", "__sy_d"')).toBe(true);
     const v15 = new Planner(rules([users()], 15)).plan(sql, ctx);
@@ -166,7 +166,7 @@ describe('Planner: writes', () => {
     const p = new Planner(rules([users()]));
     const plain = p.plan('DELETE FROM users WHERE n = 1', ctx);
     expect(plain.sql).toMatch(
-      /^WITH "__sy_w" AS \(DELETE FROM users WHERE n = 1 RETURNING ROW\("users"\.\*\)::"public"\."users" AS "__sy_row"\), "__sy_d" AS MATERIALIZED \(SELECT "switchyard"\."sy_delete_public_users_v2_[0-9a-f]{8}"\(\(SELECT pg_catalog\.jsonb_agg\(pg_catalog\.jsonb_build_object\('id', sy_k\."id"\)\) FROM \(SELECT \("id"\) AS "id" FROM \(SELECT \(w\."__sy_row"\)\.\* FROM "__sy_w" AS w\) AS sy_old\) AS sy_k\)\) AS n\) SELECT count\(\*\) FROM "__sy_w", "__sy_d"$/,
+      /^WITH "__sy_w" AS \(DELETE FROM users WHERE n = 1 RETURNING ROW\("users"\.\*\)::"public"\."users" AS "__sy_row"\), "__sy_d" AS MATERIALIZED \(SELECT "switchyard_mirror"\."sy_delete_public_users_v2_[0-9a-f]{8}"\(\(SELECT pg_catalog\.jsonb_agg\(pg_catalog\.jsonb_build_object\('id', sy_k\."id"\)\) FROM \(SELECT \("id"\) AS "id" FROM \(SELECT \(w\."__sy_row"\)\.\* FROM "__sy_w" AS w\) AS sy_old\) AS sy_k\)\) AS n\) SELECT count\(\*\) FROM "__sy_w", "__sy_d"$/,
     );
     const ret = p.plan('DELETE FROM users RETURNING id', ctx);
     expect(ret.statements).toEqual([{ kind: 'mirror', tag: 'DELETE', returning: true }]);
