@@ -9,7 +9,7 @@ import { Backfill, type BackfillOptions, DEFAULT_OPTIONS } from '../backfill/run
 import { loadMapping, positiveInt, SetupError, serveMetrics } from '../backfill/setup.ts';
 import { ConfigError } from '../config/load.ts';
 import { createLogger } from '../log.ts';
-import { parseArgs, UsageError } from './args.ts';
+import { parseCommandArgs } from './args.ts';
 
 const USAGE = `Usage: switchyard backfill --config FILE --mapping NAME [options]
 
@@ -53,24 +53,8 @@ const OPTIONS = {
 } as const;
 
 export async function run(argv: string[]): Promise<number> {
-  let values: ReturnType<typeof parseArgs<typeof OPTIONS>>['values'];
-  try {
-    ({ values } = parseArgs(argv, OPTIONS));
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`switchyard backfill: ${e.message}\n${USAGE}`);
-      return 2;
-    }
-    throw e;
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  if (!values.config || !values.mapping) {
-    process.stderr.write(`switchyard backfill: --config and --mapping are required\n${USAGE}`);
-    return 2;
-  }
+  const values = parseCommandArgs('backfill', argv, OPTIONS, USAGE, ['config', 'mapping']);
+  if (typeof values === 'number') return values;
   const tty = process.stderr.isTTY === true;
   const log = createLogger(values['log-level'] ?? 'info', { destination: 2, pretty: tty });
   try {
@@ -97,8 +81,8 @@ export async function run(argv: string[]): Promise<number> {
     const progressInterval = positiveInt('--progress-interval-ms', values['progress-interval-ms']) ?? 5000;
     const metricsPort = positiveInt('--metrics-port', values['metrics-port'], 0);
     const { config, mapping, clientConfig } = await loadMapping(
-      values.config,
-      values.mapping,
+      values.config as string,
+      values.mapping as string,
       'switchyard-backfill',
     );
 

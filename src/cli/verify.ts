@@ -10,7 +10,7 @@ import { ConfigError } from '../config/load.ts';
 import { createLogger } from '../log.ts';
 import { qualified } from '../rules/rowsql.ts';
 import { DEFAULT_VERIFY_OPTIONS, type Drift, type VerifyOptions, verifyMapping } from '../verify/compare.ts';
-import { parseArgs, UsageError } from './args.ts';
+import { parseCommandArgs } from './args.ts';
 
 const USAGE = `Usage: switchyard verify --config FILE --mapping NAME [--repair] [--out FILE] [options]
 
@@ -53,24 +53,8 @@ function describe(d: Drift): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let values: ReturnType<typeof parseArgs<typeof OPTIONS>>['values'];
-  try {
-    ({ values } = parseArgs(argv, OPTIONS));
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`switchyard verify: ${e.message}\n${USAGE}`);
-      return 2;
-    }
-    throw e;
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  if (!values.config || !values.mapping) {
-    process.stderr.write(`switchyard verify: --config and --mapping are required\n${USAGE}`);
-    return 2;
-  }
+  const values = parseCommandArgs('verify', argv, OPTIONS, USAGE, ['config', 'mapping']);
+  if (typeof values === 'number') return values;
   const tty = process.stderr.isTTY === true;
   const log = createLogger(values['log-level'] ?? 'info', { destination: 2, pretty: tty });
   let out: WriteStream | undefined;
@@ -83,7 +67,11 @@ export async function run(argv: string[]): Promise<number> {
     const show = positiveInt('--show', values.show, 0) ?? 10;
     const metricsPort = positiveInt('--metrics-port', values['metrics-port'], 0);
     const progressInterval = positiveInt('--progress-interval-ms', values['progress-interval-ms']) ?? 5000;
-    const { mapping, clientConfig } = await loadMapping(values.config, values.mapping, 'switchyard-verify');
+    const { mapping, clientConfig } = await loadMapping(
+      values.config as string,
+      values.mapping as string,
+      'switchyard-verify',
+    );
     if (values.out) {
       out = createWriteStream(values.out);
       await once(out, 'open');

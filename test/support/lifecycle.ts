@@ -5,6 +5,7 @@
 // up(old) row for row, straight on Postgres (never through the proxy).
 import pg from 'pg';
 import postgres from 'postgres';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { registry } from '../../src/admin/metrics.ts';
 import { Backfill, DEFAULT_OPTIONS } from '../../src/backfill/runner.ts';
@@ -20,7 +21,7 @@ import {
 } from '../../src/rules/rowsql.ts';
 import { compileRules } from '../../src/rules/ruleset.ts';
 import { quoteIdent } from '../../src/sql/ident.ts';
-import type { TestDatabase } from './db.ts';
+import { freshDatabase, type TestDatabase } from './db.ts';
 import {
   type MappingCase,
   type MappingDefinition,
@@ -459,4 +460,34 @@ export function describeReport(report: StageReport[]): string {
       return `${r.stage.padEnd(17)} ${work}; new has ${r.newRows} rows (${r.ms} ms)`;
     })
     .join('\n');
+}
+
+/**
+ * One mapping shape through the whole lifecycle, as a test file of its own
+ * (one file per shape lets the runner spread the shapes over its workers).
+ */
+export function lifecycleSuite(label: string, mappingCase: MappingCase, seed = 11): void {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await freshDatabase('lc');
+  });
+  afterAll(async () => {
+    await printPlanCache(`lifecycle-${label}`);
+    await db?.drop();
+  });
+  it(`${label}: expand, dual-write, backfill, reads new, reads old, kill switch, dual-write again`, async () => {
+    const report = await runLifecycle(db, mappingCase, { seed });
+    console.log(describeReport(report));
+    expect(report.map((r) => r.stage)).toEqual([
+      'dual-write',
+      'backfill',
+      'reads new',
+      'reads old',
+      'kill switch',
+      'dual-write again',
+    ]);
+    // The workload really wrote in every stage that has one.
+    for (const r of report) if (r.workload) expect(r.workload.ok).toBeGreaterThan(100);
+    expect(report.at(-1)!.newRows).toBeGreaterThan(0);
+  }, 240_000);
 }
