@@ -14,29 +14,13 @@ import { parseConfigText } from '../src/config/load.ts';
 import { LocalCluster } from '../src/demo/cluster.ts';
 import { qualified, upSelect } from '../src/rules/rowsql.ts';
 import { compileRules } from '../src/rules/ruleset.ts';
+import { createUsers, USERS_MAPPING } from '../test/support/backfill-fixtures.ts';
 import { fmt, ratio, table } from './lib/stats.ts';
 
 const env = process.env;
 const SIZES = (env.SIZES ?? '100000,1000000').split(',').map(Number);
 const WORKERS = env.WORKERS ?? '1';
 const ROOT = path.resolve(import.meta.dirname, '..');
-
-const SCHEMA = `
-  CREATE TABLE users (id int PRIMARY KEY, email text, first_name text, last_name text, version int NOT NULL DEFAULT 0);
-  CREATE TABLE users_v2 (id bigint PRIMARY KEY, email text, full_name text, version int NOT NULL,
-                         migrated_at timestamptz DEFAULT now());`;
-
-const MAPPING = `
-  - name: users
-    old: public.users
-    new: public.users_v2
-    key: [id]
-    up:
-      id: id
-      email: lower(email)
-      full_name: first_name || ' ' || last_name
-      version: version
-`;
 
 interface CliRun {
   code: number | null;
@@ -79,13 +63,9 @@ async function main(): Promise<void> {
       const c = new pg.Client({ connectionString: url });
       await c.connect();
       try {
-        await c.query(SCHEMA);
-        await c.query(
-          `INSERT INTO users SELECT g, 'User' || g || '@Example.com', 'first' || g, 'last' || g FROM generate_series(1, $1) g`,
-          [n],
-        );
+        await createUsers((sql) => c.query(sql), n);
         await c.query('VACUUM ANALYZE users');
-        const text = `upstream:\n  url: ${url}\nmappings:${MAPPING}`;
+        const text = `upstream:\n  url: ${url}\nmappings:${USERS_MAPPING}`;
         const configPath = path.join(work, `bf_${n}.yaml`);
         await fs.writeFile(configPath, text);
         const m = (await compileRules(parseConfigText(text))).mappings[0];
