@@ -6,8 +6,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { isIP, Socket } from 'node:net';
 import type { ConfigStore } from '../config/store.ts';
 import type { Logger } from '../log.ts';
+import { metrics, registry } from '../metrics.ts';
 import { VERSION } from '../version.ts';
-import { metrics, registry } from './metrics.ts';
 import type { AdminStatus } from './status.ts';
 
 /** What the admin endpoint uses of a ConfigStore, whatever its compiled rules type. */

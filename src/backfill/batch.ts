@@ -14,10 +14,10 @@
 // application never waits for the backfill there. See
 // docs/backfill-and-verify.md for the races and why this order is safe.
 import type pg from 'pg';
+import { type KeyColumn, keyList, keyRange, keyText } from '../pg/keys.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { qualified, upsertSql } from '../rules/rowsql.ts';
 import { SCHEMA } from './checkpoint.ts';
-import { type KeyColumn, keyList, keyRange, keyText } from './keys.ts';
 
 export interface BatchStatements {
   /** [lo, hi, limit] -> { last: text[], n } or no row when the range is empty. */

@@ -1,11 +1,11 @@
 // `backfill --dry-run`: what a run would do, from read-only queries. Creates
 // no schema, takes no locks beyond a plain SELECT's, writes nothing.
 import type pg from 'pg';
+import { keyColumns } from '../rules/key-columns.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { qualified } from '../rules/rowsql.ts';
 import { batchStatements } from './batch.ts';
 import { fingerprint, readRun, runTotals, schemaExists } from './checkpoint.ts';
-import { keyColumns } from './keys.ts';
 import { chunkCount, measureKeySpace } from './plan.ts';
 import type { BackfillOptions } from './runner.ts';
 

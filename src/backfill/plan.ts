@@ -2,10 +2,10 @@
 // are the dual-write's job, so a busy table cannot keep the run going
 // forever), estimate its size, and cut it into chunks that workers claim.
 import type pg from 'pg';
+import { type KeyColumn, keyList, keyRange, keyText } from '../pg/keys.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { qualified } from '../rules/rowsql.ts';
 import { fingerprint, type RunRow, readRun, SCHEMA } from './checkpoint.ts';
-import { type KeyColumn, keyList, keyRange, keyText } from './keys.ts';
 
 export interface KeySpace {
   /** Smallest and largest key of old at planning time; null when old is empty. */

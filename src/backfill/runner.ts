@@ -3,8 +3,11 @@
 // chunk is left. Other processes running the same mapping share the chunks.
 import os from 'node:os';
 import type pg from 'pg';
-import { metrics } from '../admin/metrics.ts';
 import type { Logger } from '../log.ts';
+import { metrics } from '../metrics.ts';
+import { connect, sleep, sqlState } from '../pg/connect.ts';
+import type { KeyColumn } from '../pg/keys.ts';
+import { keyColumns } from '../rules/key-columns.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { BatchSizer, batchStatements, copyRange, nextBoundary } from './batch.ts';
 import {
@@ -18,8 +21,6 @@ import {
   readRun,
   runTotals,
 } from './checkpoint.ts';
-import { connect, sleep, sqlState } from './connect.ts';
-import { type KeyColumn, keyColumns } from './keys.ts';
 import { planOrResume } from './plan.ts';
 import { RateMeter } from './progress.ts';
 import { settleChunk } from './settle.ts';

@@ -6,10 +6,10 @@
 // key range is swept: new rows in it with no old row are removed. After that,
 // any later delete sees the copied rows, and the range is done.
 import type pg from 'pg';
+import { type KeyColumn, keyRange } from '../pg/keys.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { deleteOrphansWhereSql, NEW_ROW_ALIAS } from '../rules/rowsql.ts';
 import { type Chunk, SCHEMA } from './checkpoint.ts';
-import { type KeyColumn, keyRange } from './keys.ts';
 
 export function sweepSql(m: CompiledMapping, keys: KeyColumn[], withLo: boolean): string {
   return deleteOrphansWhereSql(

@@ -2,11 +2,12 @@
 // compile the one mapping asked for against the catalog, serve metrics.
 import http from 'node:http';
 import type pg from 'pg';
-import { registry } from '../admin/metrics.ts';
 import { loadConfigFile } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
+import { registry } from '../metrics.ts';
+import { upstreamClientConfig } from '../pg/connect.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
-import { compileRules, upstreamClientConfig } from '../rules/ruleset.ts';
+import { compileRules } from '../rules/ruleset.ts';
 
 export class SetupError extends Error {
   override name = 'SetupError';

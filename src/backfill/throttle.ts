@@ -4,7 +4,7 @@
 // of a process for a short while, so N workers do not poll N times.
 import type pg from 'pg';
 import type { Logger } from '../log.ts';
-import { sleep } from './connect.ts';
+import { sleep } from '../pg/connect.ts';
 
 export interface LagReading {
   /** Worst lag in milliseconds over all replicas; 0 when there are none. */

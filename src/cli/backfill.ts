@@ -1,14 +1,14 @@
 // `switchyard backfill`: copy the old table's history into the new table.
 import type { AddressInfo } from 'node:net';
-import { connect } from '../backfill/connect.ts';
 import { dryRunPlan } from '../backfill/dryrun.ts';
-import { KeyError } from '../backfill/keys.ts';
 import { PlanError } from '../backfill/plan.ts';
 import { ProgressReporter } from '../backfill/progress.ts';
 import { Backfill, type BackfillOptions, DEFAULT_OPTIONS } from '../backfill/runner.ts';
 import { loadMapping, positiveInt, SetupError, serveMetrics } from '../backfill/setup.ts';
 import { ConfigError } from '../config/load.ts';
 import { createLogger } from '../log.ts';
+import { connect } from '../pg/connect.ts';
+import { KeyError } from '../rules/key-columns.ts';
 import { parseCommandArgs } from './args.ts';
 
 const USAGE = `Usage: switchyard backfill --config FILE --mapping NAME [options]

@@ -1,7 +1,8 @@
 // `switchyard proxy --config FILE`: run the sidecar until SIGTERM/SIGINT.
+
+import { startRuntime } from '../app/runtime.ts';
 import { ConfigError, loadConfigFile } from '../config/load.ts';
 import { createLogger } from '../log.ts';
-import { startRuntime } from '../proxy/runtime.ts';
 import { parseArgs, UsageError } from './args.ts';
 
 const HELP = `Usage: switchyard proxy --config FILE

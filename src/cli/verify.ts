@@ -2,12 +2,12 @@
 import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { connect } from '../backfill/connect.ts';
-import { KeyError } from '../backfill/keys.ts';
 import { ProgressReporter, RateMeter } from '../backfill/progress.ts';
 import { loadMapping, positiveInt, SetupError, serveMetrics } from '../backfill/setup.ts';
 import { ConfigError } from '../config/load.ts';
 import { createLogger } from '../log.ts';
+import { connect } from '../pg/connect.ts';
+import { KeyError } from '../rules/key-columns.ts';
 import { qualified } from '../rules/rowsql.ts';
 import { DEFAULT_VERIFY_OPTIONS, type Drift, type VerifyOptions, verifyMapping } from '../verify/compare.ts';
 import { parseCommandArgs } from './args.ts';

@@ -2,7 +2,7 @@
 // (schema, then the compile step against the live catalog) before it replaces
 // the old one; on any failure the old one keeps serving.
 import { EventEmitter } from 'node:events';
-import { metrics } from '../admin/metrics.ts';
+import { metrics } from '../metrics.ts';
 import type { LoadedConfig } from './load.ts';
 import type { Config } from './schema.ts';
 

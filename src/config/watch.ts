@@ -4,7 +4,7 @@
 import { type FSWatcher, watch } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { metrics } from '../admin/metrics.ts';
+import { metrics } from '../metrics.ts';
 import { ConfigError, loadConfigFile } from './load.ts';
 import type { ConfigStore } from './store.ts';
 

@@ -1,6 +1,6 @@
 // A short reading of the metrics registry for the end of the tour: what an
 // SRE would look at on the dashboard, taken from the same counters.
-import { registry } from '../admin/metrics.ts';
+import { registry } from '../metrics.ts';
 
 interface Sample {
   value: number;

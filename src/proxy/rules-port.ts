@@ -1,6 +1,6 @@
 // What a session needs from the rules: a plan per statement. Kept as an
 // interface so the session does not depend on how plans are made.
-import type { Route } from '../admin/metrics.ts';
+import type { Route } from '../metrics.ts';
 
 export type StatementShape =
   | { kind: 'forward' }

@@ -1,34 +1,39 @@
 // The listener: accepts clients, enforces the connection limit, and drains
 // sessions on shutdown.
-import net from 'node:net';
 import type { Logger } from 'pino';
-import { metrics } from '../admin/metrics.ts';
 import { upstreamAddress } from '../config/load.ts';
 import type { ConfigStore } from '../config/store.ts';
+import { metrics } from '../metrics.ts';
+import { connectTcp, listenTcp, probeTcp } from '../transport/net.ts';
+import type { Listener, TlsUpgrade, Transport } from '../transport/transport.ts';
 import { errorResponse } from '../wire/writer.ts';
 import type { SessionRules } from './rules-port.ts';
-import { Session, type UpstreamTarget } from './session.ts';
+import { Session } from './session.ts';
+import type { UpstreamTarget } from './startup.ts';
 
 export interface ProxyOptions {
   store: ConfigStore<{ session: SessionRules }>;
   logger: Logger;
   /** Overrides the config's listen address (tests: port 0). */
   listen?: { host: string; port: number };
-  tls?: (socket: net.Socket) => Promise<net.Socket>;
-  upstreamSecure?: (socket: net.Socket) => Promise<net.Socket>;
+  tls?: TlsUpgrade;
+  upstreamSecure?: TlsUpgrade;
+}
+
+export interface ListenAddress {
+  address: string;
+  port: number;
+  family: string;
 }
 
 export class ProxyServer {
-  private server: net.Server;
+  private listener?: Listener;
   private sessions = new Set<Session>();
   private draining = false;
   /** Refused clients still reading their error. */
-  private refused = new Set<net.Socket>();
+  private refused = new Set<Transport>();
 
-  constructor(private readonly opts: ProxyOptions) {
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
-    this.server.on('error', (err) => opts.logger.error({ err }, 'listener error'));
-  }
+  constructor(private readonly opts: ProxyOptions) {}
 
   get connections(): number {
     return this.sessions.size;
@@ -38,16 +43,15 @@ export class ProxyServer {
     return this.draining;
   }
 
-  async listen(): Promise<net.AddressInfo> {
+  async listen(): Promise<ListenAddress> {
     const l = this.opts.listen ?? this.opts.store.current.config.listen;
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(l.port, l.host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const addr = this.server.address() as net.AddressInfo;
+    this.listener = await listenTcp(
+      l.host,
+      l.port,
+      (t) => this.accept(t),
+      (err) => this.opts.logger.error({ err }, 'listener error'),
+    );
+    const addr = this.listener.address;
     this.opts.logger.info({ host: addr.address, port: addr.port }, 'listening');
     return addr;
   }
@@ -58,9 +62,8 @@ export class ProxyServer {
     return { host, port, connectTimeoutMs: c.upstream.connectTimeoutMs, secure: this.opts.upstreamSecure };
   };
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: Transport): void {
     const config = this.opts.store.current.config;
-    socket.on('error', () => {});
     if (this.draining) {
       metrics.connectionsRejected.inc({ reason: 'draining' });
       this.refuse(
@@ -72,7 +75,7 @@ export class ProxyServer {
     if (this.sessions.size >= config.limits.maxClientConnections) {
       metrics.connectionsRejected.inc({ reason: 'max_connections' });
       this.opts.logger.warn(
-        { client: `${socket.remoteAddress}:${socket.remotePort}`, limit: config.limits.maxClientConnections },
+        { client: socket.remote, limit: config.limits.maxClientConnections },
         'connection refused: too many clients',
       );
       this.refuse(
@@ -90,6 +93,7 @@ export class ProxyServer {
     const session = new Session(socket, {
       store: this.opts.store,
       upstream: this.upstream,
+      connect: connectTcp,
       logger: this.opts.logger,
       maxMessageBytes: config.limits.maxMessageBytes,
       startupTimeoutMs: config.limits.startupTimeoutMs,
@@ -102,9 +106,9 @@ export class ProxyServer {
   }
 
   /** Sends the error and closes: the client reads why, and a client that never hangs up cannot hold the socket. */
-  private refuse(socket: net.Socket, error: Buffer): void {
+  private refuse(socket: Transport, error: Buffer): void {
     this.refused.add(socket);
-    socket.once('close', () => this.refused.delete(socket));
+    socket.bind({ data: () => {}, closed: () => this.refused.delete(socket) });
     socket.end(error);
     setTimeout(() => socket.destroy(), REFUSE_GRACE_MS).unref();
   }
@@ -112,16 +116,7 @@ export class ProxyServer {
   /** Whether a TCP connection to the upstream opens within the timeout. */
   upstreamReachable(timeoutMs = 1000): Promise<boolean> {
     const { host, port } = this.upstream();
-    return new Promise((resolve) => {
-      const s = net.connect({ host, port });
-      const done = (ok: boolean) => {
-        s.destroy();
-        resolve(ok);
-      };
-      s.setTimeout(timeoutMs, () => done(false));
-      s.once('connect', () => done(true));
-      s.once('error', () => done(false));
-    });
+    return probeTcp(host, port, timeoutMs);
   }
 
   /**
@@ -130,7 +125,7 @@ export class ProxyServer {
    */
   async drain(timeoutMs: number, abort?: Promise<void>): Promise<void> {
     this.draining = true;
-    this.server.close();
+    void this.listener?.close();
     const deadline = Date.now() + timeoutMs;
     let aborted = false;
     abort?.then(() => {
@@ -148,7 +143,7 @@ export class ProxyServer {
   /** Closes the listener and every session at once. */
   async close(): Promise<void> {
     this.draining = true;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = this.listener?.close();
     for (const s of this.sessions) s.close('proxy closing');
     for (const s of this.refused) s.destroy();
     await closed;

@@ -1,94 +1,53 @@
-// One client connection and its own upstream connection (session mode).
-// See docs/connection-lifecycle.md for the states and the reply queue.
-import net from 'node:net';
+// One client connection and its own upstream connection (session mode): the
+// message loop. It feeds bytes through the startup phase until the upstream
+// is connected, then through two frame scanners whose sinks
+// (ClientMessages, ServerReplies) decide per message, and writes what they
+// return with backpressure. See docs/connection-lifecycle.md for which part
+// owns which message in which phase.
 import type { Logger } from 'pino';
-import { metrics } from '../admin/metrics.ts';
-import type { ConfigStore, Snapshot } from '../config/store.ts';
-import { AUTH_SASL, Backend, Frontend, StartupCode } from '../wire/codes.ts';
-import {
-  readBind,
-  readExecute,
-  readParse,
-  readQuery,
-  readStartup,
-  readTarget,
-  type StartupPacket,
-} from '../wire/reader.ts';
+import type { ConfigStore } from '../config/store.ts';
+import { metrics } from '../metrics.ts';
+import type { Connector, TlsUpgrade, Transport } from '../transport/transport.ts';
 import { Action, type FrameSink, MessageScanner, ProtocolError } from '../wire/scanner.ts';
-import {
-  closeMessage,
-  describeMessage,
-  errorResponse,
-  NO_DATA,
-  parseMessage,
-  queryMessage,
-  rebind,
-  SSL_NO,
-} from '../wire/writer.ts';
-import { Kind, type Observer, ReplyQueue } from './reply-queue.ts';
-import { errorText, mirrorTag, readCountRow, stripLastColumn, stripLastField, tagCount } from './reshape.ts';
-import type { Plan, PlanContext, SessionRules, StatementShape } from './rules-port.ts';
+import { errorResponse } from '../wire/writer.ts';
+import { ClientMessages } from './client-messages.ts';
+import { searchPathFromOptions } from './commands/startup-options.ts';
+import { ReplyQueue } from './reply-queue.ts';
+import { errorText } from './reshape.ts';
+import { Round } from './round.ts';
+import type { SessionRules } from './rules-port.ts';
+import { ServerReplies } from './server-replies.ts';
+import { SessionSqlState } from './sql-state.ts';
+import { authReply, negotiate, openUpstream, StartupReader, type UpstreamTarget } from './startup.ts';
+import { StatementRegistry } from './statements.ts';
 
-export interface UpstreamTarget {
-  host: string;
-  port: number;
-  connectTimeoutMs: number;
-  /** Upgrades a fresh upstream socket to TLS when configured; undefined = plain. */
-  secure?: (socket: net.Socket) => Promise<net.Socket>;
-}
+export type { UpstreamTarget } from './startup.ts';
 
 export interface SessionDeps {
   store: ConfigStore<{ session: SessionRules }>;
   upstream: () => UpstreamTarget;
+  connect: Connector;
   logger: Logger;
   maxMessageBytes: number;
   startupTimeoutMs: number;
   /** Terminates TLS from the client when configured (answers SSLRequest with S). */
-  tls?: (socket: net.Socket) => Promise<net.Socket>;
-  /** Whether SCRAM-SHA-256-PLUS must be hidden from the client (TLS ends here). */
+  tls?: TlsUpgrade;
   onClose: (s: Session) => void;
 }
 
-const MAX_STARTUP_PACKET = 10_000;
 /** Size of the buffer server reads land in: as large as libuv's default read. */
 const SERVER_READ_BYTES = 64 * 1024;
-const PASSTHROUGH_OBSERVER = (): Observer => ({
-  latency: metrics.statementLatency.labels('passthrough', ''),
-  route: 'passthrough',
-  mapping: '',
-});
 
-interface StatementInfo {
-  sql: string;
-  paramTypes: number[];
-  /** undefined: the statement names no mapped table and is never re-planned. */
-  plan?: Plan;
-  version: number;
-  /** The name the server knows the current plan under. */
-  serverName: string;
-  /** The SQL prepared under serverName (the client's text or its rewrite). */
-  serverSql: string;
-  /** Earlier server-side names of re-planned versions, closed with the statement. */
-  retired: string[];
-}
-
-interface PortalInfo {
-  shape: StatementShape;
-  observer: Observer;
-  binary: boolean;
-}
-
-let internalCounter = 0;
 let sessionCounter = 0;
 
 export class Session {
   readonly id = ++sessionCounter;
   readonly openedAt = Date.now();
-  private upstream?: net.Socket;
-  private client: net.Socket;
-  private closed = false;
+  client: Transport;
+  private upstream?: Transport;
+  closed = false;
   private phase: 'startup' | 'auth' | 'ready' = 'startup';
-  private startupBuf: Buffer = Buffer.alloc(0);
+  private startup?: StartupReader = new StartupReader();
   private startupTimer?: NodeJS.Timeout;
   private clientScanner?: MessageScanner;
   private serverScanner?: MessageScanner;
@@ -96,34 +55,11 @@ export class Session {
   /** Client bytes that followed the startup packet before the upstream connection was up. */
   private early?: Buffer;
   private queue = new ReplyQueue();
-  /** Transaction status from the last ReadyForQuery: I, T or E. */
-  txStatus = 0x49;
-  /** Sync/Query entries in flight: the session is idle only at zero. */
-  private roundsInFlight = 0;
-  private snap!: Snapshot<{ session: SessionRules }>;
-  private killSwitch = false;
-  private rulesApply = false;
-  private searchPath: string[] = ['$user', 'public'];
-  /** What RESET search_path returns to: the startup setting or the server default. */
-  private defaultSearchPath: string[] = ['$user', 'public'];
-  private localSearchPath?: string[];
-  /** search_path when the current transaction began, kept once the transaction changes it: ROLLBACK restores it. */
-  private txSearchPath?: string[];
-  /** Savepoints of the current transaction with the search_path at each, for ROLLBACK TO. */
-  private savepoints: { name: string; path: string[] }[] = [];
-  /** Tag of the last CommandComplete while txSearchPath is kept: COMMIT or ROLLBACK. */
-  private lastTag = '';
-  /** Some statement was prepared rewritten: Bind/Describe/Close/Execute must be followed even with no rules. */
-  private everRewritten = false;
-  private statements = new Map<string, StatementInfo>();
-  private portals = new Map<string, PortalInfo>();
-  /** After a rejected extended-protocol message: drop client messages until Sync, like the server would. */
-  private skipToSync = false;
-  /** A reject answered by the proxy inside a transaction: abort the server's transaction at the next Sync. */
-  private abortAtSync?: string;
-  private passthroughObserver = PASSTHROUGH_OBSERVER();
-  /** The client sent Terminate: the upstream closing next is expected. */
-  private terminating = false;
+  private sql!: SessionSqlState;
+  private round!: Round;
+  private statements = new StatementRegistry(this.queue);
+  private clientMessages?: ClientMessages;
+  private serverReplies?: ServerReplies;
   /** The server sent a FATAL error: it explained the close itself. */
   private serverSaidFatal = false;
   user = '';
@@ -133,13 +69,12 @@ export class Session {
   readonly remote: string;
 
   constructor(
-    socket: net.Socket,
+    client: Transport,
     private readonly deps: SessionDeps,
   ) {
-    this.client = socket;
-    this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    socket.setNoDelay(true);
-    this.attachClient(socket);
+    this.client = client;
+    this.remote = client.remote;
+    this.bindClient(client);
     this.startupTimer = setTimeout(() => {
       metrics.connectionsRejected.inc({ reason: 'startup_timeout' });
       this.fatal('08P01', `startup not completed within ${deps.startupTimeoutMs} ms`);
@@ -147,16 +82,22 @@ export class Session {
     this.startupTimer.unref();
   }
 
-  /** In a transaction or with statements in flight: what a graceful drain waits for. */
-  get busy(): boolean {
-    return this.phase !== 'ready' || this.txStatus !== 0x49 || this.roundsInFlight > 0;
+  /** Transaction status from the last ReadyForQuery: I, T or E. */
+  get txStatus(): number {
+    return this.sql?.txStatus ?? 0x49;
   }
 
-  private attachClient(socket: net.Socket): void {
-    this.client = socket;
-    socket.on('data', (chunk: Buffer) => this.onClientData(chunk));
-    socket.on('error', (err) => this.close(`client error: ${err.message}`));
-    socket.on('close', () => this.close('client closed'));
+  /** In a transaction or with statements in flight: what a graceful drain waits for. */
+  get busy(): boolean {
+    return this.phase !== 'ready' || !this.sql.idle || this.round.inFlight > 0;
+  }
+
+  private bindClient(t: Transport): void {
+    this.client = t;
+    t.bind({
+      data: (chunk) => this.onClientData(chunk),
+      closed: (err) => this.close(err ? `client error: ${err.message}` : 'client closed'),
+    });
   }
 
   // ---- startup phase -------------------------------------------------------
@@ -165,8 +106,8 @@ export class Session {
     this.bytesIn += chunk.length;
     metrics.bytes.inc({ direction: 'client_to_server' }, chunk.length);
     try {
-      if (this.phase === 'startup') {
-        this.onStartupData(chunk);
+      if (this.startup) {
+        this.onStartupData(this.startup, chunk);
         return;
       }
       if (!this.clientScanner) {
@@ -179,54 +120,22 @@ export class Session {
     }
   }
 
-  private onStartupData(chunk: Buffer): void {
-    this.startupBuf = this.startupBuf.length === 0 ? chunk : Buffer.concat([this.startupBuf, chunk]);
-    while (this.phase === 'startup' && this.startupBuf.length >= 4) {
-      const len = this.startupBuf.readInt32BE(0);
-      if (len < 8 || len > MAX_STARTUP_PACKET) {
-        throw new ProtocolError(`invalid startup packet length ${len}`, 'bad_startup');
+  private onStartupData(reader: StartupReader, chunk: Buffer): void {
+    for (const event of reader.push(chunk)) {
+      if (event.kind !== 'startup') {
+        if (!negotiate(event, this, this.deps)) return;
+        continue;
       }
-      if (this.startupBuf.length < len) return;
-      const packet = this.startupBuf.subarray(0, len);
-      this.startupBuf = this.startupBuf.subarray(len);
-      this.onStartupPacket(packet);
+      this.startup = undefined;
+      this.onStartupMessage(event.startup.params, event.packet);
+      if (event.rest.length > 0) this.holdEarly(event.rest);
+      return;
     }
   }
 
-  private onStartupPacket(packet: Buffer): void {
-    const startup = readStartup(packet);
-    switch (startup.code) {
-      case StartupCode.SSLRequest:
-        if (this.deps.tls) {
-          // Bytes already here were sent in the clear before the handshake: anyone
-          // on the path could have injected them (CVE-2021-23214). Refuse, as Postgres does.
-          if (this.startupBuf.length > 0) {
-            throw new ProtocolError('received unencrypted data after SSL request', 'bad_startup');
-          }
-          this.client.removeAllListeners('data');
-          this.client.write('S');
-          this.upgradeClient();
-        } else {
-          this.client.write(SSL_NO);
-        }
-        return;
-      case StartupCode.GSSENCRequest:
-        this.client.write(SSL_NO);
-        return;
-      case StartupCode.CancelRequest:
-        this.relayCancel(packet);
-        return;
-    }
-    if (startup.code >> 16 !== 3) {
-      throw new ProtocolError(
-        `unsupported frontend protocol ${startup.code >> 16}.${startup.code & 0xffff}`,
-        'bad_startup',
-      );
-    }
-    const rest = this.startupBuf;
-    this.startupBuf = Buffer.alloc(0);
-    this.onStartupMessage(startup, Buffer.from(packet));
-    if (rest.length > 0) this.holdEarly(Buffer.from(rest));
+  /** TLS is up: the session reads and writes the secure transport from now on. */
+  replaceClient(t: Transport): void {
+    this.bindClient(t);
   }
 
   /**
@@ -239,135 +148,66 @@ export class Session {
     this.client.pause();
   }
 
-  private upgradeClient(): void {
-    const raw = this.client;
-    raw.removeAllListeners('error');
-    raw.removeAllListeners('close');
-    raw.on('error', () => this.close('client error during TLS'));
-    this.deps.tls!(raw).then(
-      (secure) => {
-        if (this.closed) {
-          secure.destroy();
-          return;
-        }
-        this.attachClient(secure);
-      },
-      (err: Error) => this.close(`TLS handshake failed: ${err.message}`),
+  private onStartupMessage(params: Map<string, string>, packet: Buffer): void {
+    this.phase = 'auth';
+    this.user = params.get('user') ?? '';
+    this.database = params.get('database') || this.user;
+    this.sql = new SessionSqlState(this.user);
+    this.round = new Round(this.deps.store, this.sql, this.database, this.deps.logger, this.remote);
+    const rules = this.deps.store.current.rules.session;
+    const sp = params.get('search_path') ?? searchPathFromOptions(params.get('options'));
+    if (sp !== undefined) this.sql.startWith(rules.parseSearchPath(sp));
+    const target = this.deps.upstream();
+    openUpstream(target, this.deps.connect, () => this.serverReadBuffer()).then(
+      (up) => this.upstreamReady(up, packet),
+      (err: Error) => this.fatal('08001', err.message),
     );
   }
 
-  private relayCancel(packet: Buffer): void {
-    // The client holds the server's own key data (BackendKeyData is relayed
-    // untouched), so the request is forwarded as it is.
-    const target = this.deps.upstream();
-    const s = net.connect({ host: target.host, port: target.port });
-    s.setTimeout(target.connectTimeoutMs, () => s.destroy());
-    s.on('connect', () => s.end(packet));
-    s.on('error', () => {});
-    s.on('close', () => {});
-    this.deps.logger.debug({ client: this.remote }, 'cancel request relayed');
-    this.close('cancel request');
-  }
-
-  private onStartupMessage(startup: StartupPacket, packet: Buffer): void {
-    this.phase = 'auth';
-    this.user = startup.params.get('user') ?? '';
-    this.database = startup.params.get('database') || this.user;
-    const rules = this.deps.store.current.rules.session;
-    const sp = startup.params.get('search_path') ?? searchPathFromOptions(startup.params.get('options'));
-    if (sp !== undefined) this.searchPath = this.defaultSearchPath = rules.parseSearchPath(sp);
-    this.connectUpstream(packet);
-  }
-
-  private connectUpstream(packet: Buffer): void {
-    const target = this.deps.upstream();
-    // Plain TCP reads into a buffer the session keeps (no allocation and no
-    // stream machinery per read); TLS reads through its own socket.
-    const sock = target.secure
-      ? net.connect({ host: target.host, port: target.port })
-      : net.connect({
-          host: target.host,
-          port: target.port,
-          onread: {
-            buffer: () => this.serverReadBuffer(),
-            callback: (n: number, buf: Uint8Array) => {
-              this.onServerData((buf as Buffer).subarray(0, n));
-              return true;
-            },
-          },
-        });
-    sock.setNoDelay(true);
-    let connected = false;
-    const timer = setTimeout(() => {
-      if (connected) return;
-      metrics.upstreamConnectErrors.inc({ reason: 'timeout' });
-      sock.destroy();
-      this.fatal(
-        '08001',
-        `could not connect to upstream ${target.host}:${target.port}: timeout after ${target.connectTimeoutMs} ms`,
-      );
-    }, target.connectTimeoutMs);
-    sock.once('error', (err: NodeJS.ErrnoException) => {
-      if (connected) return;
-      clearTimeout(timer);
-      metrics.upstreamConnectErrors.inc({ reason: err.code ?? 'error' });
-      this.fatal(
-        '08001',
-        `could not connect to upstream ${target.host}:${target.port}: ${err.code ?? err.message}`,
-      );
+  private upstreamReady(up: Transport, packet: Buffer): void {
+    if (this.closed) {
+      up.destroy();
+      return;
+    }
+    this.upstream = up;
+    this.clientMessages = new ClientMessages({
+      queue: this.queue,
+      round: this.round,
+      sql: this.sql,
+      statements: this.statements,
+      sendToClient: (bytes) => this.forward(this.client, this.upstream!, bytes),
     });
-    sock.once('connect', async () => {
-      if (this.closed) {
-        clearTimeout(timer);
-        sock.destroy();
-        return;
-      }
-      let up: net.Socket = sock;
+    this.serverReplies = new ServerReplies({
+      queue: this.queue,
+      round: this.round,
+      sql: this.sql,
+      statements: this.statements,
+      serverSaidFatal: () => {
+        this.serverSaidFatal = true;
+      },
+    });
+    this.serverScanner = new MessageScanner(this.authSink);
+    this.clientScanner = new MessageScanner(this.clientMessages, this.deps.maxMessageBytes);
+    up.bind({
+      data: (chunk) => this.onServerData(chunk),
+      closed: (err) => this.upstreamLost(err ? err.message : 'upstream closed'),
+    });
+    up.write([packet]);
+    const early = this.early;
+    this.early = undefined;
+    if (early) {
+      this.client.resume();
       try {
-        // The timeout covers the TLS handshake too: a server that accepts and never answers is not usable.
-        if (target.secure) up = await target.secure(sock);
-      } catch (err) {
-        if (connected) return;
-        connected = true;
-        clearTimeout(timer);
-        metrics.upstreamConnectErrors.inc({ reason: 'tls' });
-        sock.destroy();
-        this.fatal('08001', `upstream TLS failed: ${(err as Error).message}`);
-        return;
+        this.forward(up, this.client, this.clientScanner.push(early));
+      } catch (e) {
+        this.protocolFailure(e);
       }
-      if (connected) {
-        up.destroy();
-        return;
-      }
-      connected = true;
-      clearTimeout(timer);
-      if (this.closed) {
-        up.destroy();
-        return;
-      }
-      this.upstream = up;
-      this.serverScanner = new MessageScanner(this.serverSink);
-      this.clientScanner = new MessageScanner(this.clientSink, this.deps.maxMessageBytes);
-      if (target.secure) up.on('data', (chunk: Buffer) => this.onServerData(chunk));
-      up.on('error', (err) => this.upstreamLost(err.message));
-      up.on('close', () => this.upstreamLost('upstream closed'));
-      up.write(packet);
-      const early = this.early;
-      this.early = undefined;
-      if (early) {
-        this.client.resume();
-        try {
-          this.forward(up, this.client, this.clientScanner.push(early));
-        } catch (e) {
-          this.protocolFailure(e);
-        }
-      }
-    });
+    }
   }
 
   private upstreamLost(why: string): void {
     if (this.closed) return;
-    if (this.terminating || this.serverSaidFatal) {
+    if (this.clientMessages?.terminating || this.serverSaidFatal) {
       this.close(why);
       return;
     }
@@ -382,10 +222,10 @@ export class Session {
 
   /**
    * The buffer the next server read lands in. Forwarded slices point into it,
-   * so while the client socket still holds unsent bytes it gets a new one.
+   * so while the client transport still holds unsent bytes it gets a new one.
    */
   private serverReadBuffer(): Buffer {
-    if (this.readBuf === undefined || this.client.writableLength > 0) {
+    if (this.readBuf === undefined || this.client.pendingBytes > 0) {
       this.readBuf = Buffer.allocUnsafe(SERVER_READ_BYTES);
     }
     return this.readBuf;
@@ -403,603 +243,47 @@ export class Session {
   }
 
   /** Writes pieces to `to`; pauses `from` while `to` cannot keep up (bounded memory). */
-  private forward(to: net.Socket, from: net.Socket, pieces: Buffer[]): void {
+  private forward(to: Transport, from: Transport, pieces: Buffer[]): void {
     if (pieces.length === 0 || to.destroyed) return;
-    let ok: boolean;
-    if (pieces.length === 1) {
-      ok = to.write(pieces[0]);
-    } else {
-      to.cork();
-      for (const p of pieces) to.write(p);
-      to.uncork();
-      ok = to.writableLength < to.writableHighWaterMark;
-    }
-    if (!ok && !from.isPaused()) {
+    if (!to.write(pieces) && !from.paused) {
       from.pause();
-      to.once('drain', () => from.resume());
+      to.onceDrain(() => from.resume());
     }
-  }
-
-  // ---- client messages -----------------------------------------------------
-
-  private readonly clientSink: FrameSink = {
-    header: (type) => {
-      if (this.skipToSync) return Action.Inspect;
-      switch (type) {
-        case Frontend.Query:
-        case Frontend.Parse:
-          return Action.Inspect;
-        case Frontend.Bind:
-        case Frontend.Describe:
-        case Frontend.Close:
-        case Frontend.Execute:
-          // The round's config decides whether the message must be opened.
-          this.beginRound();
-          if (this.rulesApply || this.everRewritten) return Action.Inspect;
-          this.pushSimple(type);
-          return Action.Pass;
-        case Frontend.Sync:
-          if (this.abortAtSync !== undefined) return Action.Inspect;
-          this.beginRound();
-          this.queue.push({ kind: Kind.Sync, swallow: false });
-          this.roundsInFlight++;
-          return Action.Pass;
-        case Frontend.FunctionCall:
-          this.beginRound();
-          this.queue.push({
-            kind: Kind.Query,
-            swallow: false,
-            start: performance.now(),
-            observer: this.passthroughObserver,
-          });
-          this.roundsInFlight++;
-          return Action.Pass;
-        case Frontend.Terminate:
-          this.terminating = true;
-          return Action.Pass;
-        case Frontend.Flush:
-        case Frontend.CopyData:
-        case Frontend.CopyDone:
-        case Frontend.CopyFail:
-        case Frontend.Password:
-          return Action.Pass;
-        default:
-          throw new ProtocolError(`invalid frontend message type ${printable(type)}`, 'unknown_type');
-      }
-    },
-    inspect: (type, msg) => {
-      if (this.skipToSync) {
-        if (type !== Frontend.Sync) return null;
-        this.skipToSync = false;
-        return this.clientSink.inspect(type, msg);
-      }
-      switch (type) {
-        case Frontend.Query:
-          return this.onQuery(msg);
-        case Frontend.Parse:
-          return this.onParse(msg);
-        case Frontend.Bind:
-          return this.onBind(msg);
-        case Frontend.Describe:
-          return this.onDescribe(msg);
-        case Frontend.Close:
-          return this.onClose(msg);
-        case Frontend.Execute:
-          return this.onExecute(msg);
-        case Frontend.Sync:
-          return this.onSyncAbort(msg);
-      }
-      return undefined;
-    },
-  };
-
-  /** Bookkeeping for messages forwarded without being opened. */
-  private pushSimple(type: number): void {
-    this.beginRound();
-    switch (type) {
-      case Frontend.Bind:
-        this.queue.push({ kind: Kind.Bind, swallow: false });
-        break;
-      case Frontend.Describe:
-        this.queue.push({ kind: Kind.Describe, swallow: false });
-        break;
-      case Frontend.Close:
-        this.queue.push({ kind: Kind.Close, swallow: false });
-        break;
-      case Frontend.Execute:
-        metrics.statements.inc(PT_LABELS);
-        this.queue.push({
-          kind: Kind.Execute,
-          swallow: false,
-          start: performance.now(),
-          observer: this.passthroughObserver,
-        });
-        break;
-    }
-  }
-
-  /** At the first message of a round while idle, the session takes the config in force. */
-  private beginRound(): void {
-    if (this.roundsInFlight > 0 || this.txStatus !== 0x49) return;
-    const snap = this.deps.store.current;
-    if (snap === this.snap) return;
-    this.snap = snap;
-    const rules = snap.rules.session;
-    this.killSwitch = this.deps.store.killSwitch;
-    this.rulesApply = rules.active && (rules.database === undefined || rules.database === this.database);
-  }
-
-  private planContext(): PlanContext {
-    return {
-      searchPath: this.localSearchPath ?? this.searchPath,
-      user: this.user,
-      killSwitch: this.killSwitch,
-      onUnmirrorable: this.snap.config.onUnmirrorable,
-      version: this.snap.version,
-      defaultSearchPath: this.defaultSearchPath,
-    };
-  }
-
-  private plan(sql: string): Plan | undefined {
-    if (!this.rulesApply) return undefined;
-    const plan = this.snap.rules.session.plan(sql, this.planContext());
-    if (plan.unmirrored) {
-      metrics.unmirroredWrites.inc({ mapping: plan.unmirrored.mapping, reason: plan.unmirrored.reason });
-      this.deps.logger.warn(
-        {
-          client: this.remote,
-          mapping: plan.unmirrored.mapping,
-          reason: plan.unmirrored.reason,
-          rejected: !!plan.reject,
-        },
-        'write to a mapped table cannot be mirrored',
-      );
-    }
-    return plan;
-  }
-
-  /**
-   * Follows what a statement the client sent does to name resolution, after
-   * it was planned (a SET applies to the statements after it): search_path
-   * changes, and the savepoints and rollbacks that undo them.
-   */
-  private trackSearchPath(sql: string): void {
-    if (!this.rulesApply) return;
-    if (this.txStatus !== 0x49 && TX_CONTROL.test(sql)) this.trackSavepoint(sql);
-    if (!SEARCH_PATH_HINT.test(sql)) return;
-    const change = this.snap.rules.session.searchPathChange(sql);
-    if (!change) return;
-    const value = change.value ?? this.defaultSearchPath;
-    if (change.local) {
-      this.localSearchPath = value;
-      return;
-    }
-    if (this.txStatus !== 0x49 && this.txSearchPath === undefined) this.txSearchPath = this.searchPath;
-    this.searchPath = value;
-  }
-
-  private trackSavepoint(sql: string): void {
-    const m = SAVEPOINT_STMT.exec(sql);
-    if (!m) return;
-    const name = m[2].startsWith('"') ? m[2].slice(1, -1).replaceAll('""', '"') : m[2].toLowerCase();
-    const verb = m[1].toLowerCase();
-    const at = this.savepoints.findLastIndex((sp) => sp.name === name);
-    if (verb === 'savepoint') {
-      this.savepoints.push({ name, path: this.searchPath });
-    } else if (at >= 0 && verb === 'release') {
-      this.savepoints.length = at;
-    } else if (at >= 0) {
-      this.searchPath = this.savepoints[at].path;
-      this.savepoints.length = at + 1;
-    }
-  }
-
-  /** At the end of a transaction: a rollback undoes the transaction's search_path changes. */
-  private endTransaction(previous: number): void {
-    this.localSearchPath = undefined;
-    this.portals.clear();
-    this.savepoints.length = 0;
-    if (this.txSearchPath !== undefined && (previous === 0x45 || this.lastTag.startsWith('ROLLBACK'))) {
-      this.searchPath = this.txSearchPath;
-    }
-    this.txSearchPath = undefined;
-    this.lastTag = '';
-  }
-
-  private observerFor(plan: Plan | undefined): Observer {
-    if (!plan || (plan.route === 'passthrough' && plan.mapping === '')) return this.passthroughObserver;
-    return {
-      latency: metrics.statementLatency.labels(plan.route, plan.mapping),
-      route: plan.route,
-      mapping: plan.mapping,
-    };
-  }
-
-  private onQuery(msg: Buffer): Buffer | Buffer[] | undefined {
-    this.beginRound();
-    this.roundsInFlight++;
-    const sql = readQuery(msg);
-    const closes = DEALLOCATE_HINT.test(sql) ? this.forgetStatements(sql) : NONE;
-    const plan = this.plan(sql);
-    this.trackSearchPath(sql);
-    const observer = this.observerFor(plan);
-    metrics.statements.inc({ route: observer.route, mapping: observer.mapping });
-    if (plan?.reject) {
-      // The server raises the error itself, so an open transaction is aborted
-      // exactly as it would be for any failed statement.
-      this.queue.push({ kind: Kind.Query, swallow: false, start: performance.now(), observer });
-      return [...closes, queryMessage(raiseSql(plan.reject.message))];
-    }
-    this.queue.push({
-      kind: Kind.Query,
-      swallow: false,
-      shapes: plan?.rewritten ? plan.statements : undefined,
-      shapeIndex: 0,
-      start: performance.now(),
-      observer,
-    });
-    if (closes.length === 0) return plan?.rewritten ? queryMessage(plan.sql) : undefined;
-    return [...closes, plan?.rewritten ? queryMessage(plan.sql) : msg];
-  }
-
-  /**
-   * DEALLOCATE / DISCARD ALL drop server-side statements. DEALLOCATE ALL and
-   * DISCARD ALL take the proxy's re-planned copies with them; DEALLOCATE name
-   * does not, so they are closed alongside (replies swallowed).
-   */
-  private forgetStatements(sql: string): Buffer[] {
-    const m = /^\s*(?:deallocate\s+(?:prepare\s+)?(all|"(?:[^"]|"")+"|\w+)|discard\s+all)\s*;?\s*$/i.exec(
-      sql,
-    );
-    if (!m) return NONE;
-    if (m[1] === undefined || m[1].toLowerCase() === 'all') {
-      this.statements.clear();
-      return NONE;
-    }
-    const name = m[1].startsWith('"') ? m[1].slice(1, -1).replaceAll('""', '"') : m[1].toLowerCase();
-    const info = this.statements.get(name);
-    if (!info) return NONE;
-    this.statements.delete(name);
-    return this.retire(info);
-  }
-
-  private onParse(msg: Buffer): Buffer | Buffer[] | null | undefined {
-    this.beginRound();
-    const p = readParse(msg);
-    const out: Buffer[] = [];
-    const prev = this.statements.get(p.name);
-    if (prev) out.push(...this.retire(prev));
-    const plan = this.plan(p.query);
-    this.trackSearchPath(p.query);
-    if (plan?.reject) {
-      this.statements.delete(p.name);
-      this.rejectExtended(plan.reject.message);
-      return out.length ? out : null;
-    }
-    // Every statement is remembered, so a reload that adds (or removes) a
-    // mapping reaches statements prepared before it.
-    this.statements.set(p.name, {
-      sql: p.query,
-      paramTypes: p.paramTypes,
-      plan,
-      version: this.snap.version,
-      serverName: p.name,
-      serverSql: plan?.rewritten ? plan.sql : p.query,
-      retired: [],
-    });
-    if (plan?.rewritten) this.everRewritten = true;
-    this.queue.push({ kind: Kind.Parse, swallow: false });
-    if (plan?.rewritten) out.push(parseMessage(p.name, plan.sql, p.paramTypes));
-    else out.push(msg);
-    return out.length === 1 && out[0] === msg ? undefined : out;
-  }
-
-  /** Closes the server-side names of re-planned versions of a statement (replies swallowed). */
-  private retire(info: StatementInfo): Buffer[] {
-    const names = [...info.retired];
-    if (info.serverName.startsWith(INTERNAL_PREFIX)) names.push(info.serverName);
-    const out: Buffer[] = [];
-    for (const n of new Set(names)) {
-      this.queue.push({ kind: Kind.Close, swallow: true });
-      out.push(closeMessage('S', n));
-    }
-    info.retired = [];
-    return out;
-  }
-
-  /** The proxy answers an error for an extended-protocol message and skips to Sync, as the server would. */
-  private rejectExtended(message: string): void {
-    const err = errorResponse({ severity: 'ERROR', code: '0A000', message });
-    this.pushSynthetic([err]);
-    this.skipToSync = true;
-    if (this.txStatus !== 0x49) this.abortAtSync = message;
-  }
-
-  private pushSynthetic(bytes: Buffer[]): void {
-    if (this.queue.length === 0) {
-      this.forward(this.client, this.upstream!, bytes);
-      return;
-    }
-    this.queue.push({ kind: Kind.Synthetic, swallow: false, bytes });
-  }
-
-  /** The Sync after a rejected message inside a transaction: make the server abort it too. */
-  private onSyncAbort(_msg: Buffer): Buffer {
-    const message = this.abortAtSync ?? 'rejected';
-    this.abortAtSync = undefined;
-    this.beginRound();
-    this.roundsInFlight++;
-    // The client already has its ErrorResponse: swallow the server's copy, keep its ReadyForQuery.
-    this.queue.push({ kind: Kind.Query, swallow: false, swallowError: true });
-    return queryMessage(raiseSql(message));
-  }
-
-  private onBind(msg: Buffer): Buffer | Buffer[] | null | undefined {
-    this.beginRound();
-    const b = readBind(msg);
-    const info = this.statements.get(b.statement);
-    const out: Buffer[] = [];
-    let serverName = b.statement;
-    let plan = info?.plan;
-    if (info && info.version !== this.snap.version) {
-      // The config changed since this statement was planned: plan it again and
-      // prepare the new text under an internal name if it differs.
-      const next = this.plan(info.sql);
-      info.version = this.snap.version;
-      if (next?.reject) {
-        this.rejectExtended(next.reject.message);
-        return null;
-      }
-      const nextSql = next?.rewritten ? next.sql : info.sql;
-      if (nextSql !== info.serverSql) {
-        const name = `${INTERNAL_PREFIX}${++internalCounter}`;
-        if (info.serverName.startsWith(INTERNAL_PREFIX)) info.retired.push(info.serverName);
-        info.serverName = name;
-        info.serverSql = nextSql;
-        this.everRewritten = true;
-        this.queue.push({ kind: Kind.Parse, swallow: true });
-        out.push(parseMessage(name, nextSql, info.paramTypes));
-      }
-      info.plan = next;
-      plan = next;
-    }
-    if (info) serverName = info.serverName;
-    const shape: StatementShape = plan?.rewritten ? (plan.statements[0] ?? FORWARD) : FORWARD;
-    let formats = b.resultFormats;
-    if (shape.kind === 'mirror' && shape.returning && formats.length > 1) formats = [...formats, 0];
-    this.portals.set(b.portal, {
-      shape,
-      observer: this.observerFor(plan),
-      binary:
-        shape.kind === 'mirror' &&
-        !shape.returning &&
-        formats.length > 0 &&
-        formats[formats.length - 1] === 1,
-    });
-    this.queue.push({ kind: Kind.Bind, swallow: false });
-    if (serverName !== b.statement || formats !== b.resultFormats) {
-      out.push(rebind(msg, b.portal, serverName, b.paramsStart, b.paramsEnd, formats));
-    } else {
-      out.push(msg);
-    }
-    return out.length === 1 && out[0] === msg ? undefined : out;
-  }
-
-  private onDescribe(msg: Buffer): Buffer | undefined {
-    this.beginRound();
-    const d = readTarget(msg);
-    let shape: StatementShape = FORWARD;
-    let rename: string | undefined;
-    if (d.kind === 'S') {
-      const info = this.statements.get(d.name);
-      if (info?.plan?.rewritten) shape = info.plan.statements[0] ?? FORWARD;
-      if (info && info.serverName !== d.name) rename = info.serverName;
-    } else {
-      shape = this.portals.get(d.name)?.shape ?? FORWARD;
-    }
-    this.queue.push({ kind: Kind.Describe, swallow: false, shape });
-    return rename !== undefined ? describeMessage('S', rename) : undefined;
-  }
-
-  private onClose(msg: Buffer): Buffer | Buffer[] | undefined {
-    this.beginRound();
-    const c = readTarget(msg);
-    this.queue.push({ kind: Kind.Close, swallow: false });
-    if (c.kind === 'P') {
-      this.portals.delete(c.name);
-      return undefined;
-    }
-    const info = this.statements.get(c.name);
-    if (!info) return undefined;
-    this.statements.delete(c.name);
-    const extra = this.retire(info);
-    return extra.length ? [msg, ...extra] : undefined;
-  }
-
-  private onExecute(msg: Buffer): undefined {
-    this.beginRound();
-    const e = readExecute(msg);
-    const portal = this.portals.get(e.portal);
-    const observer = portal?.observer ?? this.passthroughObserver;
-    metrics.statements.inc({ route: observer.route, mapping: observer.mapping });
-    this.queue.push({
-      kind: Kind.Execute,
-      swallow: false,
-      shape: portal?.shape ?? FORWARD,
-      binary: portal?.binary,
-      start: performance.now(),
-      observer,
-    });
-    return undefined;
   }
 
   // ---- server messages -----------------------------------------------------
 
-  private readonly serverSink: FrameSink = {
-    header: (type) => {
-      if (this.phase !== 'ready') return Action.Inspect;
-      switch (type) {
-        case Backend.DataRow: {
-          const e = this.queue.peek();
-          if (e === undefined) return Action.Pass;
-          const shape = this.queue.currentShape(e);
-          return shape === undefined || shape.kind === 'forward' ? Action.Pass : Action.Inspect;
-        }
-        case Backend.NoticeResponse:
-        case Backend.NotificationResponse:
-        case Backend.ParameterStatus:
-        case Backend.CopyData:
-        case Backend.CopyDone:
-        case Backend.CopyInResponse:
-        case Backend.CopyOutResponse:
-        case Backend.CopyBothResponse:
-        case Backend.FunctionCallResponse:
-        case Backend.ParameterDescription:
-          return Action.Pass;
-        case Backend.BindComplete: {
-          this.queue.shift();
-          return this.afterPop();
-        }
-        default:
-          return Action.Inspect;
-      }
-    },
-    inspect: (type, msg) => {
-      if (this.phase !== 'ready') return this.onStartupReply(type, msg);
-      return this.onReply(type, msg);
-    },
+  /** Until ReadyForQuery the server's messages are authentication replies; then ServerReplies takes over. */
+  private readonly authSink: FrameSink = {
+    header: () => Action.Inspect,
+    inspect: (type, msg) => this.onAuthReply(type, msg),
   };
 
-  /** After popping an entry: a made-up reply now at the head must follow the current message. */
-  private afterPop(): Action {
-    const head = this.queue.peek();
-    return head?.kind === Kind.Synthetic ? Action.Inspect : Action.Pass;
-  }
-
-  private drainSynthetic(out: Buffer[]): void {
-    for (let e = this.queue.peek(); e?.kind === Kind.Synthetic; e = this.queue.peek()) {
-      this.queue.shift();
-      if (e.bytes) out.push(...e.bytes);
-    }
-  }
-
-  private onStartupReply(type: number, msg: Buffer): Buffer | undefined {
-    if (type === Backend.ReadyForQuery) {
+  private onAuthReply(type: number, msg: Buffer): Buffer | undefined {
+    const r = authReply(type, msg);
+    if (r === undefined) return undefined;
+    if ('ready' in r) {
       this.phase = 'ready';
-      this.txStatus = msg[5];
+      this.serverScanner!.switchTo(this.serverReplies!);
+      this.sql.txStatus = r.ready;
       if (this.startupTimer) clearTimeout(this.startupTimer);
-      this.snap = undefined as unknown as Snapshot<{ session: SessionRules }>;
-      this.beginRound();
+      this.round.reset();
       this.deps.logger.info(
         { client: this.remote, user: this.user, database: this.database, session: this.id },
         'session ready',
       );
-    } else if (type === Backend.ErrorResponse) {
+      return undefined;
+    }
+    if ('refused' in r) {
       this.serverSaidFatal = true;
       const e = errorText(msg);
       this.deps.logger.info(
         { client: this.remote, user: this.user, code: e.code, error: e.message },
         'startup refused',
       );
-    } else if (type === Backend.Authentication) {
-      return stripChannelBinding(msg);
+      return undefined;
     }
-    return undefined;
-  }
-
-  private onReply(type: number, msg: Buffer): Buffer | Buffer[] | null | undefined {
-    const out: Buffer[] = [];
-    const e = this.queue.peek();
-    switch (type) {
-      case Backend.ReadyForQuery: {
-        const previous = this.txStatus;
-        this.txStatus = msg[5];
-        const head = this.queue.shift();
-        if (head && (head.kind === Kind.Sync || head.kind === Kind.Query)) {
-          this.roundsInFlight--;
-          if (head.kind === Kind.Query && head.observer && head.start !== undefined) {
-            head.observer.latency.observe((performance.now() - head.start) / 1000);
-          }
-        }
-        if (this.txStatus === 0x49 && previous !== 0x49) this.endTransaction(previous);
-        if (head?.swallow) break;
-        out.push(msg);
-        break;
-      }
-      case Backend.ErrorResponse: {
-        if (isFatal(msg)) this.serverSaidFatal = true;
-        if (!e) {
-          out.push(msg);
-          break;
-        }
-        if (e.observer) metrics.statementErrors.inc({ route: e.observer.route, mapping: e.observer.mapping });
-        const shape = this.queue.currentShape(e);
-        if (shape?.kind === 'mirror' && e.observer)
-          metrics.mirrorFailures.inc({ mapping: e.observer.mapping });
-        if (e.kind === Kind.Query) {
-          if (!e.swallowError) out.push(msg);
-          break;
-        }
-        // Extended protocol: the server skips to Sync; drop what it will not answer.
-        while (this.queue.peek() && this.queue.peek()!.kind !== Kind.Sync) this.queue.shift();
-        out.push(msg);
-        break;
-      }
-      case Backend.ParseComplete:
-      case Backend.CloseComplete:
-      case Backend.NoData: {
-        this.queue.shift();
-        if (!e?.swallow) out.push(msg);
-        break;
-      }
-      case Backend.RowDescription: {
-        const shape = e ? this.queue.currentShape(e) : undefined;
-        if (e?.kind === Kind.Describe) this.queue.shift();
-        if (shape?.kind === 'mirror') {
-          if (e?.kind === Kind.Describe) out.push(shape.returning ? stripLastField(msg) : NO_DATA);
-          else if (shape.returning) out.push(stripLastField(msg));
-        } else {
-          out.push(msg);
-        }
-        break;
-      }
-      case Backend.DataRow: {
-        const shape = e ? this.queue.currentShape(e) : undefined;
-        if (shape?.kind === 'mirror') {
-          if (shape.returning) out.push(stripLastColumn(msg));
-          else e!.count = readCountRow(msg, e!.binary === true);
-        } else {
-          out.push(msg);
-        }
-        break;
-      }
-      case Backend.CommandComplete:
-      case Backend.EmptyQueryResponse:
-      case Backend.PortalSuspended: {
-        const shape = e ? this.queue.currentShape(e) : undefined;
-        if (this.txSearchPath !== undefined && type === Backend.CommandComplete) {
-          this.lastTag = msg.toString('latin1', 5, Math.min(msg.length - 1, 13));
-        }
-        if (shape?.kind === 'mirror' && type === Backend.CommandComplete) {
-          out.push(mirrorTag(shape.tag, shape.returning ? tagCount(msg) : (e!.count ?? 0)));
-          e!.count = undefined;
-        } else {
-          out.push(msg);
-        }
-        if (e?.kind === Kind.Execute) {
-          this.queue.shift();
-          if (e.observer && e.start !== undefined)
-            e.observer.latency.observe((performance.now() - e.start) / 1000);
-        } else if (e?.kind === Kind.Query && e.shapes) {
-          e.shapeIndex = (e.shapeIndex ?? 0) + 1;
-        }
-        break;
-      }
-      default:
-        out.push(msg);
-    }
-    this.drainSynthetic(out);
-    return out.length === 1 && out[0] === msg ? undefined : out;
+    return r.replace;
   }
 
   // ---- errors and shutdown -------------------------------------------------
@@ -1021,7 +305,7 @@ export class Session {
   /** Sends a FATAL ErrorResponse to the client and ends the session. */
   fatal(code: string, message: string): void {
     if (this.closed) return;
-    if (!this.client.destroyed && this.client.writable) {
+    if (this.client.writable) {
       this.client.end(errorResponse({ severity: 'FATAL', code, message: `switchyard: ${message}` }));
     }
     this.close(message);
@@ -1038,7 +322,7 @@ export class Session {
     if (this.startupTimer) clearTimeout(this.startupTimer);
     this.upstream?.destroy();
     if (!this.client.destroyed) {
-      if (this.client.writableLength > 0 || this.client.writableEnded) this.client.end();
+      if (this.client.pendingBytes > 0 || !this.client.writable) this.client.end();
       else this.client.destroy();
       setTimeout(() => this.client.destroy(), 1000).unref();
     }
@@ -1057,75 +341,4 @@ export class Session {
     );
     this.deps.onClose(this);
   }
-}
-
-const FORWARD: StatementShape = { kind: 'forward' };
-const NONE: Buffer[] = [];
-const SEARCH_PATH_HINT = /search_path|reset\s+all|discard\s+all/i;
-const DEALLOCATE_HINT = /^\s*(discard|deallocate)/i;
-const TX_CONTROL = /^\s*(savepoint|release|rollback)/i;
-const SAVEPOINT_STMT =
-  /^\s*(savepoint|release|rollback)\s+(?:(?:work|transaction)\s+)?(?:to\s+)?(?:savepoint\s+)?("(?:[^"]|"")+"|[\p{L}_][\p{L}\p{N}_$]*)\s*;?\s*$/iu;
-/** Server-side names of re-planned statements; never a name a client chose. */
-const INTERNAL_PREFIX = '__sy_';
-const PT_LABELS = { route: 'passthrough', mapping: '' } as const;
-
-/** ErrorResponse whose severity is FATAL or PANIC (the server closes after it). */
-function isFatal(msg: Buffer): boolean {
-  // Fields start at 5; severity ('S') comes first in every server version.
-  return (
-    msg[5] === 0x53 &&
-    (msg.toString('latin1', 6, 11) === 'FATAL' || msg.toString('latin1', 6, 11) === 'PANIC')
-  );
-}
-
-function printable(type: number): string {
-  return type >= 0x20 && type < 0x7f ? `"${String.fromCharCode(type)}"` : `0x${type.toString(16)}`;
-}
-
-function searchPathFromOptions(options: string | undefined): string | undefined {
-  if (!options) return undefined;
-  const m = /(?:-c\s*|--)search_path=((?:\\ |[^ ])+)/.exec(options);
-  return m ? m[1].replaceAll('\\ ', ' ') : undefined;
-}
-
-/** A statement that makes the server itself raise the proxy's refusal (SQLSTATE 0A000). */
-function raiseSql(message: string): string {
-  const tag = '$sy$';
-  const safe = message.replaceAll(tag, '');
-  return `DO ${tag}BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = ${quoteDollar(safe)}; END${tag}`;
-}
-
-function quoteDollar(s: string): string {
-  return `'${s.replaceAll("'", "''")}'`;
-}
-
-/**
- * A client's TLS always ends at the proxy, so channel binding would bind to
- * the proxy's certificate, not the server's, and fail: hide
- * SCRAM-SHA-256-PLUS (offered only when the upstream link is TLS) and let the
- * client use plain SCRAM, which still authenticates end to end.
- */
-function stripChannelBinding(msg: Buffer): Buffer | undefined {
-  if (msg.length < 9 || msg.readInt32BE(5) !== AUTH_SASL) return undefined;
-  const mechs: string[] = [];
-  let pos = 9;
-  while (pos < msg.length) {
-    const zero = msg.indexOf(0, pos);
-    if (zero <= pos) break;
-    mechs.push(msg.toString('utf8', pos, zero));
-    pos = zero + 1;
-  }
-  const kept = mechs.filter((m) => !m.endsWith('-PLUS'));
-  if (kept.length === mechs.length) return undefined;
-  const body = Buffer.concat([
-    Buffer.from([0, 0, 0, 10]),
-    ...kept.map((m) => Buffer.from(`${m}\0`)),
-    Buffer.from([0]),
-  ]);
-  const out = Buffer.allocUnsafe(body.length + 5);
-  out[0] = 0x52;
-  out.writeInt32BE(body.length + 4, 1);
-  body.copy(out, 5);
-  return out;
 }

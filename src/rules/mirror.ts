@@ -3,7 +3,7 @@
 // image as one extra column; a sibling CTE upserts up(image) into the new
 // table, and deletes by key go through a helper function the outer query
 // joins. Everything is spliced into the client's own text.
-import { quoteIdent } from '../sql/ident.ts';
+import { quoteIdent } from '../pg/ident.ts';
 import type { ParsedStatement } from '../sql/parse.ts';
 import type { TableRef } from '../sql/refs.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';

@@ -2,7 +2,7 @@
 // plan depends on the SQL text, the session's search_path (and role, for
 // "$user"), the kill switch, onUnmirrorable and the config version; all of
 // them are in the cache key.
-import { quoteIdent } from '../sql/ident.ts';
+import { quoteIdent } from '../pg/ident.ts';
 import { lexSql } from '../sql/lex.ts';
 import {
   type Node,

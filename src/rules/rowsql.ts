@@ -2,7 +2,7 @@
 // write, the backfill, verify and repair all build their statements here, so
 // they can never disagree about how an old row becomes a new one.
 import { createHash } from 'node:crypto';
-import { quoteIdent } from '../sql/ident.ts';
+import { quoteIdent } from '../pg/ident.ts';
 import type { CompiledMapping, ResolvedTable } from './mapping.ts';
 
 /** Alias under which the old row's columns are visible to the up expressions. */

@@ -1,11 +1,11 @@
 // Compiles the config's mappings against the live catalog: resolves schemas,
 // loads column lists, checks the key and every up/down expression without
 // touching data. The result is what the planner, backfill and verify use.
-import { readFileSync } from 'node:fs';
 import pg from 'pg';
-import { ConfigError, upstreamAddress } from '../config/load.ts';
+import { ConfigError } from '../config/load.ts';
 import type { Config, MappingConfig } from '../config/schema.ts';
-import { parseQualifiedName, quoteIdent, quoteQualified } from '../sql/ident.ts';
+import { upstreamClientConfig } from '../pg/connect.ts';
+import { parseQualifiedName, quoteIdent, quoteQualified } from '../pg/ident.ts';
 import { loadParser } from '../sql/parse.ts';
 import type { ColumnExpr, ColumnInfo, CompiledMapping, ResolvedTable } from './mapping.ts';
 import {
@@ -46,34 +46,6 @@ export interface CompileOptions {
    * create nothing they do not use (a backfill --dry-run touches nothing).
    */
   installHelpers?: boolean;
-}
-
-/**
- * Connection settings for catalog access: the config's upstream (URL with its
- * user, password and database, or host and port, and its sslmode) plus the
- * libpq environment (PGUSER, PGPASSWORD, PGDATABASE), which pg reads itself.
- */
-export function upstreamClientConfig(config: Config, override?: pg.ClientConfig): pg.ClientConfig {
-  const base: pg.ClientConfig = config.upstream.url
-    ? { connectionString: config.upstream.url }
-    : (() => {
-        const { host, port } = upstreamAddress(config);
-        return { host, port };
-      })();
-  const u = config.upstream;
-  const ssl: pg.ClientConfig['ssl'] =
-    u.sslmode === 'disable'
-      ? false
-      : u.sslmode === 'require'
-        ? { rejectUnauthorized: false }
-        : { rejectUnauthorized: true, ...(u.ca ? { ca: readFileSync(u.ca, 'utf8') } : {}) };
-  return {
-    ...base,
-    ...(u.sslmode === 'disable' ? {} : { ssl }),
-    connectionTimeoutMillis: config.upstream.connectTimeoutMs,
-    application_name: 'switchyard',
-    ...override,
-  };
 }
 
 export async function compileRules(config: Config, opts: CompileOptions = {}): Promise<RuleSet> {

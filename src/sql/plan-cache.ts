@@ -1,6 +1,6 @@
 // An LRU of plans. A Map keeps insertion order: a hit re-inserts the entry at
 // the end, eviction removes from the front.
-import { metrics } from '../admin/metrics.ts';
+import { metrics } from '../metrics.ts';
 
 export class PlanCache<V> {
   private readonly map = new Map<string, V>();

@@ -1,6 +1,6 @@
 // search_path as Postgres reads it: a comma-separated list of schema names,
 // unquoted ones folded to lower case, "$user" meaning the session's role.
-import { parseQualifiedName } from './ident.ts';
+import { parseQualifiedName } from '../pg/ident.ts';
 
 export const DEFAULT_SEARCH_PATH: readonly string[] = ['$user', 'public'];
 

@@ -5,10 +5,11 @@
 // that differ are drilled into, with a full join on the key that names every
 // missing, extra and different row.
 import type pg from 'pg';
-import { metrics } from '../admin/metrics.ts';
-import { connect, sleep, sqlState } from '../backfill/connect.ts';
-import { type KeyColumn, keyColumns, keyObject, keyRange } from '../backfill/keys.ts';
 import type { Logger } from '../log.ts';
+import { metrics } from '../metrics.ts';
+import { connect, sleep, sqlState } from '../pg/connect.ts';
+import { type KeyColumn, keyObject, keyRange } from '../pg/keys.ts';
+import { keyColumns } from '../rules/key-columns.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { qualified } from '../rules/rowsql.ts';
 import { repairKeys } from './repair.ts';

@@ -5,7 +5,7 @@
 // FOR SHARE: a row the application changes meanwhile makes the repair fail
 // with a serialization error (and retry) instead of writing a stale image.
 import type pg from 'pg';
-import type { KeyColumn } from '../backfill/keys.ts';
+import type { KeyColumn } from '../pg/keys.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { deleteOrphansSql, qualified, upsertSql } from '../rules/rowsql.ts';
 import { keyIn, newKeySource } from './sql.ts';

@@ -2,10 +2,10 @@
 // the new column types (upTypedSelect) and the new side the same columns of
 // new, so "equal" means "equal to what the mirror or backfill would store".
 
-import { type KeyColumn, keyList, keyRange, keyText } from '../backfill/keys.ts';
+import { quoteIdent } from '../pg/ident.ts';
+import { type KeyColumn, keyList, keyRange, keyText } from '../pg/keys.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { newUpColumnsSelect, qualified, upRowHashExpr, upTypedSelect } from '../rules/rowsql.ts';
-import { quoteIdent } from '../sql/ident.ts';
 
 /** Old side of one chunk: the next `limit` old rows after lo, their count, hash and last key. */
 export function oldChunkSql(m: CompiledMapping, keys: KeyColumn[], withLo: boolean): string {

@@ -43,9 +43,14 @@ export class MessageScanner {
   private pendingType = 0;
 
   constructor(
-    private readonly sink: FrameSink,
+    private sink: FrameSink,
     private readonly maxMessageBytes = 0x7fffffff,
   ) {}
+
+  /** Hands the rest of the stream to another sink (from the next message on, even inside one chunk). */
+  switchTo(sink: FrameSink): void {
+    this.sink = sink;
+  }
 
   /** Feeds one chunk; returns the byte pieces to write, in order. */
   push(chunk: Buffer): Buffer[] {

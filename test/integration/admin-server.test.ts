@@ -2,12 +2,12 @@
 // the run's real Postgres (and a closed port for the unreachable case).
 import { createServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { metrics, registry } from '../../src/admin/metrics.ts';
 import { type AdminDeps, type AdminServer, probeTcp, startAdmin } from '../../src/admin/server.ts';
 import type { AdminStatus } from '../../src/admin/status.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import { ConfigStore } from '../../src/config/store.ts';
 import { silentLogger } from '../../src/log.ts';
+import { metrics, registry } from '../../src/metrics.ts';
 import { VERSION } from '../../src/version.ts';
 import { serverInfo } from '../support/db.ts';
 

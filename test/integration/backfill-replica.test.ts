@@ -5,9 +5,9 @@
 
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { metrics } from '../../src/admin/metrics.ts';
 import { Backfill, type BackfillOptions, DEFAULT_OPTIONS } from '../../src/backfill/runner.ts';
 import { silentLogger } from '../../src/log.ts';
+import { metrics } from '../../src/metrics.ts';
 import {
   createUsers,
   type Fixture,

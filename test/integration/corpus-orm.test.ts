@@ -6,10 +6,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/config/load.ts';
+import { quoteIdent } from '../../src/pg/ident.ts';
 import type { CompiledMapping } from '../../src/rules/mapping.ts';
 import { qualified, upsertSql } from '../../src/rules/rowsql.ts';
 import { compileRules } from '../../src/rules/ruleset.ts';
-import { quoteIdent } from '../../src/sql/ident.ts';
 import {
   CORPUS_MAPPINGS,
   CORPUS_SCHEMA,

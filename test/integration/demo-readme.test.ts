@@ -5,8 +5,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { registry } from '../../src/admin/metrics.ts';
 import { configSchema } from '../../src/config/schema.ts';
+import { registry } from '../../src/metrics.ts';
 import { HELPER_SCHEMA } from '../../src/rules/rowsql.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');

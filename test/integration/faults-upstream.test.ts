@@ -5,8 +5,8 @@
 // write is lost.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { metrics } from '../../src/admin/metrics.ts';
 import { LocalCluster } from '../../src/demo/cluster.ts';
+import { metrics } from '../../src/metrics.ts';
 import { startProxy, type TestProxy } from '../support/proxy.ts';
 
 const WORKERS = 8;

@@ -3,7 +3,7 @@
 import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { metrics } from '../../src/admin/metrics.ts';
+import { metrics } from '../../src/metrics.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { startProxy, startProxyProcess } from '../support/proxy.ts';
 

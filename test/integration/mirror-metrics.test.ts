@@ -3,7 +3,7 @@
 // plan cache. Read from the registry of the in-process proxy.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registry } from '../../src/admin/metrics.ts';
+import { registry } from '../../src/metrics.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { applyConfig, mappingConfig } from '../support/lifecycle.ts';
 import type { MappingDefinition } from '../support/mapping-cases.ts';

@@ -8,7 +8,7 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { metrics } from '../../src/admin/metrics.ts';
+import { metrics } from '../../src/metrics.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { applyConfig, mappingConfig } from '../support/lifecycle.ts';
 import type { MappingDefinition } from '../support/mapping-cases.ts';

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { metrics } from '../../src/admin/metrics.ts';
+import { metrics } from '../../src/metrics.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { startProxy, type TestProxy } from '../support/proxy.ts';
 

@@ -6,9 +6,10 @@ import path from 'node:path';
 import type pg from 'pg';
 import { parseConfigText } from '../../src/config/load.ts';
 import type { Config } from '../../src/config/schema.ts';
+import { upstreamClientConfig } from '../../src/pg/connect.ts';
 import type { CompiledMapping } from '../../src/rules/mapping.ts';
 import { qualified, upTypedSelect } from '../../src/rules/rowsql.ts';
-import { compileRules, upstreamClientConfig } from '../../src/rules/ruleset.ts';
+import { compileRules } from '../../src/rules/ruleset.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 

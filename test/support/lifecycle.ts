@@ -7,10 +7,11 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { registry } from '../../src/admin/metrics.ts';
 import { Backfill, DEFAULT_OPTIONS } from '../../src/backfill/runner.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import { silentLogger } from '../../src/log.ts';
+import { registry } from '../../src/metrics.ts';
+import { quoteIdent } from '../../src/pg/ident.ts';
 import type { CompiledMapping } from '../../src/rules/mapping.ts';
 import {
   deleteOrphansSql,
@@ -20,7 +21,6 @@ import {
   upTypedSelect,
 } from '../../src/rules/rowsql.ts';
 import { compileRules } from '../../src/rules/ruleset.ts';
-import { quoteIdent } from '../../src/sql/ident.ts';
 import { freshDatabase, type TestDatabase } from './db.ts';
 import {
   type MappingCase,

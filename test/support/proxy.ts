@@ -5,10 +5,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { type Runtime, startRuntime } from '../../src/app/runtime.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import { freePort } from '../../src/demo/cluster.ts';
 import { silentLogger } from '../../src/log.ts';
-import { type Runtime, startRuntime } from '../../src/proxy/runtime.ts';
 import type { TestDatabase } from './db.ts';
 
 export interface TestProxy {

@@ -2,7 +2,7 @@
 // in its queries exists in the metrics registry.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { registry } from '../../src/admin/metrics.ts';
+import { registry } from '../../src/metrics.ts';
 
 const dashboard = JSON.parse(
   readFileSync(new URL('../../deploy/grafana/switchyard.json', import.meta.url), 'utf8'),

@@ -2,7 +2,7 @@
 // and labels, and nothing that does not exist.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { registry } from '../../src/admin/metrics.ts';
+import { registry } from '../../src/metrics.ts';
 
 const doc = readFileSync(new URL('../../docs/metrics.md', import.meta.url), 'utf8');
 

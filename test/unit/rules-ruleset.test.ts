@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.ts';
+import { upstreamClientConfig } from '../../src/pg/connect.ts';
 import type { CompiledMapping } from '../../src/rules/mapping.ts';
 import { deleteKeysFunctionName } from '../../src/rules/rowsql.ts';
-import { upstreamClientConfig } from '../../src/rules/ruleset.ts';
 
 const cfg = (upstream: Record<string, unknown>) => configSchema.parse({ upstream });
 

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { metrics } from '../../src/admin/metrics.ts';
+import { metrics } from '../../src/metrics.ts';
 import { loadParser, parseSql, SqlParseError } from '../../src/sql/parse.ts';
 import { PlanCache } from '../../src/sql/plan-cache.ts';
 import { Prefilter } from '../../src/sql/prefilter.ts';

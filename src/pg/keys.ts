@@ -1,14 +1,10 @@
-// The key that backfill and verify walk. The new table's key columns come
-// from the mapping; each must be computed from one old column (`id: id`,
-// `user_id: id`, `id: id::bigint`), so that walking the old table in the order
-// of those old columns visits the new keys in the same order, and both tables
-// can be cut into the same key ranges using their own indexes.
+// SQL over a key that backfill and verify walk: column lists, row
+// constructors, key ranges, key values as text.
 //
 // Key values travel as text (their Postgres output form) and are cast back
 // with the column's type: exact for every type whose text form round-trips.
 
-import type { CompiledMapping } from '../rules/mapping.ts';
-import { quoteIdent } from '../sql/ident.ts';
+import { quoteIdent } from './ident.ts';
 
 export interface KeyColumn {
   /** Key column of the new table. */
@@ -17,40 +13,6 @@ export interface KeyColumn {
   /** The old column its up expression reads. */
   oldColumn: string;
   oldType: string;
-}
-
-export class KeyError extends Error {
-  override name = 'KeyError';
-}
-
-/** `id`, `"Id"`, `sy_old.id`, optionally followed by a cast `::type`. */
-const COLUMN_REF =
-  /^\s*\(?\s*(?:(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*\.\s*)?("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*\)?\s*(?:::\s*[A-Za-z_][A-Za-z0-9_ ."()[\],]*)?\s*$/;
-
-function unquote(ident: string): string {
-  return ident.startsWith('"') ? ident.slice(1, -1).replaceAll('""', '"') : ident.toLowerCase();
-}
-
-/** Resolves each new key column to the old column it is copied from. */
-export function keyColumns(m: CompiledMapping): KeyColumn[] {
-  const upByCol = new Map(m.up.map((u) => [u.column, u.expr]));
-  const oldTypes = new Map(m.oldColumns.map((c) => [c.name, c.type]));
-  const newTypes = new Map(m.newColumns.map((c) => [c.name, c.type]));
-  return m.key.map((k) => {
-    const expr = upByCol.get(k);
-    if (expr === undefined) throw new KeyError(`mapping ${m.name}: key column ${k} has no up expression`);
-    const match = COLUMN_REF.exec(expr);
-    const oldColumn = match ? unquote(match[1]) : undefined;
-    if (oldColumn === undefined || !oldTypes.has(oldColumn)) {
-      throw new KeyError(
-        `mapping ${m.name}: key column ${k} must be copied from one old column (e.g. "${k}: id"), got "${expr}"; backfill and verify walk the old table in that column's order`,
-      );
-    }
-    const newType = newTypes.get(k);
-    if (newType === undefined)
-      throw new KeyError(`mapping ${m.name}: key column ${k} is not a column of new`);
-    return { newColumn: k, newType, oldColumn, oldType: oldTypes.get(oldColumn)! };
-  });
 }
 
 export type Side = 'old' | 'new';

@@ -1,15 +1,14 @@
 // Everything `switchyard proxy` runs, wired together: config store, listener,
 // admin endpoint, reload watch. The CLI, the demo and the tests start it the same way.
-import type net from 'node:net';
 import type { Logger } from 'pino';
 import { type AdminServer, startAdmin } from '../admin/server.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigStore } from '../config/store.ts';
 import { type Reloader, watchConfig } from '../config/watch.ts';
-import { rulesCompiler } from './rules-adapter.ts';
-import type { SessionRules } from './rules-port.ts';
-import { ProxyServer } from './server.ts';
-import { clientTls, upstreamTls } from './tls.ts';
+import { rulesCompiler } from '../proxy/rules-adapter.ts';
+import type { SessionRules } from '../proxy/rules-port.ts';
+import { type ListenAddress, ProxyServer } from '../proxy/server.ts';
+import { clientTls, upstreamTls } from '../transport/tls.ts';
 
 export interface RuntimeOptions {
   loaded: LoadedConfig;
@@ -25,7 +24,7 @@ export interface RuntimeOptions {
 export interface Runtime {
   store: ConfigStore<{ session: SessionRules }>;
   proxy: ProxyServer;
-  address: net.AddressInfo;
+  address: ListenAddress;
   admin?: AdminServer;
   reloader?: Reloader;
   startedAt: Date;

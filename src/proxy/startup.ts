@@ -1,0 +1,240 @@
+// The startup phase: everything a connection does before it is a session.
+// The client's first packets (SSLRequest / GSSENCRequest answered, TLS taken
+// up, CancelRequest relayed), the startup packet read, the upstream
+// connection opened (with TLS when configured), and, while authentication
+// is relayed, the server's replies that the proxy must look at.
+import { metrics } from '../metrics.ts';
+import type { Connector, TlsUpgrade, Transport } from '../transport/transport.ts';
+import { AUTH_SASL, Backend, StartupCode } from '../wire/codes.ts';
+import { readStartup, type StartupPacket } from '../wire/reader.ts';
+import { ProtocolError } from '../wire/scanner.ts';
+import { SSL_NO } from '../wire/writer.ts';
+
+const MAX_STARTUP_PACKET = 10_000;
+
+export interface UpstreamTarget {
+  host: string;
+  port: number;
+  connectTimeoutMs: number;
+  /** Upgrades a fresh upstream connection to TLS when configured; undefined = plain. */
+  secure?: TlsUpgrade;
+}
+
+/** What the startup packets asked for, in order. */
+export type StartupEvent =
+  /** `trailing`: more bytes followed the request before any answer (sent in the clear). */
+  | { kind: 'ssl'; trailing: boolean }
+  | { kind: 'gssenc' }
+  | { kind: 'cancel'; packet: Buffer }
+  | { kind: 'startup'; startup: StartupPacket; packet: Buffer; rest: Buffer };
+
+/**
+ * Reads the length-prefixed packets a client sends before its startup
+ * message. Throws ProtocolError where Postgres would refuse the connection.
+ */
+export class StartupReader {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): StartupEvent[] {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    const events: StartupEvent[] = [];
+    while (this.buf.length >= 4) {
+      const len = this.buf.readInt32BE(0);
+      if (len < 8 || len > MAX_STARTUP_PACKET) {
+        throw new ProtocolError(`invalid startup packet length ${len}`, 'bad_startup');
+      }
+      if (this.buf.length < len) break;
+      const packet = this.buf.subarray(0, len);
+      this.buf = this.buf.subarray(len);
+      const startup = readStartup(packet);
+      switch (startup.code) {
+        case StartupCode.SSLRequest:
+          events.push({ kind: 'ssl', trailing: this.buf.length > 0 });
+          continue;
+        case StartupCode.GSSENCRequest:
+          events.push({ kind: 'gssenc' });
+          continue;
+        case StartupCode.CancelRequest:
+          events.push({ kind: 'cancel', packet });
+          return events;
+      }
+      if (startup.code >> 16 !== 3) {
+        throw new ProtocolError(
+          `unsupported frontend protocol ${startup.code >> 16}.${startup.code & 0xffff}`,
+          'bad_startup',
+        );
+      }
+      const rest = Buffer.from(this.buf);
+      this.buf = Buffer.alloc(0);
+      events.push({ kind: 'startup', startup, packet: Buffer.from(packet), rest });
+      return events;
+    }
+    return events;
+  }
+}
+
+export interface NegotiationDeps {
+  tls?: TlsUpgrade;
+  upstream: () => UpstreamTarget;
+  connect: Connector;
+}
+
+/** What the session does for each startup event (the parts that reach beyond the client socket). */
+export interface NegotiationHost {
+  client: Transport;
+  /** TLS is up: the session reads and writes the new transport from now on. */
+  replaceClient(t: Transport): void;
+  closed: boolean;
+  close(why: string): void;
+}
+
+/** Answers SSLRequest / GSSENCRequest and relays CancelRequest. Returns false once the client socket is handed over or closed. */
+export function negotiate(event: StartupEvent, host: NegotiationHost, deps: NegotiationDeps): boolean {
+  switch (event.kind) {
+    case 'ssl':
+      if (!deps.tls) {
+        host.client.write([SSL_NO]);
+        return true;
+      }
+      // Bytes already here were sent in the clear before the handshake: anyone
+      // on the path could have injected them (CVE-2021-23214). Refuse, as Postgres does.
+      if (event.trailing)
+        throw new ProtocolError('received unencrypted data after SSL request', 'bad_startup');
+      host.client.write([SSL_YES]);
+      deps.tls(host.client).then(
+        (secure) => {
+          if (host.closed) secure.destroy();
+          else host.replaceClient(secure);
+        },
+        (err: Error) => host.close(`TLS handshake failed: ${err.message}`),
+      );
+      return false;
+    case 'gssenc':
+      host.client.write([SSL_NO]);
+      return true;
+    case 'cancel': {
+      // The client holds the server's own key data (BackendKeyData is relayed
+      // untouched), so the request is forwarded as it is.
+      const target = deps.upstream();
+      deps.connect({ host: target.host, port: target.port }).then(
+        (t) => {
+          t.bind({ data: () => {}, closed: () => {} });
+          t.end(event.packet);
+        },
+        () => {},
+      );
+      host.close('cancel request');
+      return false;
+    }
+    default:
+      return true;
+  }
+}
+
+const SSL_YES = Buffer.from('S');
+
+/**
+ * Opens the upstream connection (TLS included) within the connect timeout.
+ * Rejects with a message for the client's 08001 error; counts why.
+ */
+export function openUpstream(
+  target: UpstreamTarget,
+  connect: Connector,
+  readBuffer: () => Buffer,
+): Promise<Transport> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const fail = (reason: string, message: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      metrics.upstreamConnectErrors.inc({ reason });
+      reject(new Error(message));
+    };
+    const where = `${target.host}:${target.port}`;
+    // The timeout covers the TLS handshake too: a server that accepts and never answers is not usable.
+    const abort = new AbortController();
+    const timer = setTimeout(() => {
+      abort.abort();
+      fail('timeout', `could not connect to upstream ${where}: timeout after ${target.connectTimeoutMs} ms`);
+    }, target.connectTimeoutMs);
+    // Plain TCP reads into a buffer the session keeps (no allocation and no
+    // stream machinery per read); TLS reads through its own socket.
+    connect({
+      host: target.host,
+      port: target.port,
+      readBuffer: target.secure ? undefined : readBuffer,
+      signal: abort.signal,
+    }).then(
+      async (t) => {
+        if (settled) {
+          t.destroy();
+          return;
+        }
+        let up = t;
+        if (target.secure) {
+          abort.signal.addEventListener('abort', () => t.destroy());
+          try {
+            up = await target.secure(t);
+          } catch (err) {
+            t.destroy();
+            fail('tls', `upstream TLS failed: ${(err as Error).message}`);
+            return;
+          }
+        }
+        if (settled) {
+          up.destroy();
+          return;
+        }
+        settled = true;
+        clearTimeout(timer);
+        resolve(up);
+      },
+      (err: NodeJS.ErrnoException) =>
+        fail(err.code ?? 'error', `could not connect to upstream ${where}: ${err.code ?? err.message}`),
+    );
+  });
+}
+
+/** What an authentication-phase server message means to the session. */
+export type AuthReply = { ready: number } | { refused: true } | { replace: Buffer } | undefined;
+
+export function authReply(type: number, msg: Buffer): AuthReply {
+  if (type === Backend.ReadyForQuery) return { ready: msg[5] };
+  if (type === Backend.ErrorResponse) return { refused: true };
+  if (type === Backend.Authentication) {
+    const stripped = stripChannelBinding(msg);
+    return stripped ? { replace: stripped } : undefined;
+  }
+  return undefined;
+}
+
+/**
+ * A client's TLS always ends at the proxy, so channel binding would bind to
+ * the proxy's certificate, not the server's, and fail: hide
+ * SCRAM-SHA-256-PLUS (offered only when the upstream link is TLS) and let the
+ * client use plain SCRAM, which still authenticates end to end.
+ */
+export function stripChannelBinding(msg: Buffer): Buffer | undefined {
+  if (msg.length < 9 || msg.readInt32BE(5) !== AUTH_SASL) return undefined;
+  const mechs: string[] = [];
+  let pos = 9;
+  while (pos < msg.length) {
+    const zero = msg.indexOf(0, pos);
+    if (zero <= pos) break;
+    mechs.push(msg.toString('utf8', pos, zero));
+    pos = zero + 1;
+  }
+  const kept = mechs.filter((m) => !m.endsWith('-PLUS'));
+  if (kept.length === mechs.length) return undefined;
+  const body = Buffer.concat([
+    Buffer.from([0, 0, 0, 10]),
+    ...kept.map((m) => Buffer.from(`${m}\0`)),
+    Buffer.from([0]),
+  ]);
+  const out = Buffer.allocUnsafe(body.length + 5);
+  out[0] = 0x52;
+  out.writeInt32BE(body.length + 4, 1);
+  body.copy(out, 5);
+  return out;
+}
