@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1
-# switchyard sidecar image. The TypeScript sources run through tsx at start-up
-# (a runtime dependency), so there is no compile stage: the build stage only
-# installs production packages from the lockfile.
+# switchyard sidecar image. The build stage installs production packages from
+# the lockfile; npm's prepare step compiles the sources into dist/ there, so the
+# image starts without transpiling anything.
 
 FROM node:20-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY scripts/build.mjs ./scripts/
+COPY src ./src
 # The embedded Postgres binaries (60 MB) serve `switchyard demo` and the tests,
 # never the sidecar.
 RUN npm ci --omit=dev --no-audit --no-fund \
@@ -19,6 +21,7 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY bin ./bin
 COPY src ./src
+COPY --from=deps /app/dist ./dist
 COPY config/switchyard.schema.json config/example.yaml ./config/
 # `switchyard` on PATH for `kubectl exec ... switchyard status`; the mount
 # point for the config (a ConfigMap in Kubernetes).

@@ -98,12 +98,17 @@ describe('Dockerfile', () => {
     expect(ignored('.git/HEAD')).toBe(true);
   });
 
-  it('keeps tsx as a runtime dependency (bin/switchyard.js registers it)', () => {
+  it('builds dist/ in the build stage (npm prepare, esbuild a production dependency) and ships it', () => {
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
       dependencies: Record<string, string>;
+      scripts: Record<string, string>;
     };
+    expect(pkg.scripts.prepare).toBe('node scripts/build.mjs');
+    expect(pkg.dependencies.esbuild).toBeDefined();
+    expect(all('COPY')).toContain('--from=deps /app/dist ./dist');
+    // The sources stay runnable when dist/ is stale: tsx remains a runtime dependency.
     expect(pkg.dependencies.tsx).toBeDefined();
-    expect(readFileSync(path.join(ROOT, 'bin/switchyard.js'), 'utf8')).toContain("from 'tsx/esm/api'");
+    expect(readFileSync(path.join(ROOT, 'bin/switchyard.js'), 'utf8')).toContain("import('tsx/esm/api')");
   });
 });
 
