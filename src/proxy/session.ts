@@ -25,6 +25,7 @@ import {
   rebind,
   SSL_NO,
 } from '../wire/writer.ts';
+import { countMirroredStatementError } from './mirror-errors.ts';
 import { Kind, type Observer, ReplyQueue } from './reply-queue.ts';
 import { errorText, mirrorTag, readCountRow, stripLastColumn, stripLastField, tagCount } from './reshape.ts';
 import type { Plan, PlanContext, SessionRules, StatementShape } from './rules-port.ts';
@@ -935,7 +936,7 @@ export class Session {
         if (e.observer) metrics.statementErrors.inc({ route: e.observer.route, mapping: e.observer.mapping });
         const shape = this.queue.currentShape(e);
         if (shape?.kind === 'mirror' && e.observer)
-          metrics.mirrorFailures.inc({ mapping: e.observer.mapping });
+          countMirroredStatementError(msg, this.snap.rules.session, e.observer.mapping);
         if (e.kind === Kind.Query) {
           if (!e.swallowError) out.push(msg);
           break;
