@@ -1,10 +1,11 @@
 // What a session needs from the rules: a plan per statement. Kept as an
 // interface so the session does not depend on how plans are made.
 import type { Route } from '../admin/metrics.ts';
+import type { RowOrigins } from '../rules/row-origins.ts';
 
 export type StatementShape =
-  | { kind: 'forward' }
-  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: boolean };
+  | { kind: 'forward'; origins?: RowOrigins }
+  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: boolean; origins?: RowOrigins };
 
 export interface Plan {
   sql: string;

@@ -27,7 +27,15 @@ import {
 } from '../wire/writer.ts';
 import { countMirroredStatementError } from './mirror-errors.ts';
 import { Kind, type Observer, ReplyQueue } from './reply-queue.ts';
-import { errorText, mirrorTag, readCountRow, stripLastColumn, stripLastField, tagCount } from './reshape.ts';
+import {
+  errorText,
+  mirrorTag,
+  readCountRow,
+  restoreOrigins,
+  stripLastColumn,
+  stripLastField,
+  tagCount,
+} from './reshape.ts';
 import type { Plan, PlanContext, SessionRules, StatementShape } from './rules-port.ts';
 
 export interface UpstreamTarget {
@@ -957,8 +965,12 @@ export class Session {
         const shape = e ? this.queue.currentShape(e) : undefined;
         if (e?.kind === Kind.Describe) this.queue.shift();
         if (shape?.kind === 'mirror') {
-          if (e?.kind === Kind.Describe) out.push(shape.returning ? stripLastField(msg) : NO_DATA);
-          else if (shape.returning) out.push(stripLastField(msg));
+          const fields = shape.returning ? stripLastField(msg) : undefined;
+          const shown = fields && shape.origins ? restoreOrigins(fields, shape.origins) : fields;
+          if (e?.kind === Kind.Describe) out.push(shown ?? NO_DATA);
+          else if (shown) out.push(shown);
+        } else if (shape?.origins) {
+          out.push(restoreOrigins(msg, shape.origins));
         } else {
           out.push(msg);
         }

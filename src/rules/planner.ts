@@ -20,15 +20,17 @@ import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { indexAt, isKeyword, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
 import type { CompiledMapping } from './mapping.ts';
 import { buildMirror } from './mirror.ts';
+import { type RowOrigins, rowOrigins, type SwitchedColumns } from './row-origins.ts';
 import { qualified } from './rowsql.ts';
 import { type RuleSet, relationKey } from './ruleset.ts';
 
 export { DEFAULT_SEARCH_PATH, parseSearchPath } from '../sql/search-path.ts';
 export { ROW_COLUMN } from './mirror.ts';
 
+/** `origins`: what the RowDescription must name for the old columns a switched read presents. */
 export type StatementShape =
-  | { kind: 'forward' }
-  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: true }
+  | { kind: 'forward'; origins?: RowOrigins }
+  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: true; origins?: RowOrigins }
   | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: false };
 
 export type Route = 'passthrough' | 'mirrored_write' | 'read_old' | 'read_new';
@@ -75,6 +77,8 @@ interface MappingRuntime {
   keySources: Set<string>;
   /** The parenthesised subquery presenting old columns over the new table. */
   readSubquery?: string;
+  /** The old columns with their catalog origin, for the RowDescription of a switched read. */
+  switchedColumns?: SwitchedColumns;
 }
 
 const FORWARD: StatementShape = { kind: 'forward' };
@@ -134,6 +138,8 @@ export class Planner {
         m,
         keySources: columnsRead(keyExprs),
         readSubquery: readSubquery(m),
+        switchedColumns:
+          m.oldOrigins && m.oldColumns.map((c, i) => ({ name: c.name, origin: m.oldOrigins![i] })),
       });
       this.oldNames.add(m.old.name);
     }
@@ -277,6 +283,7 @@ export class Planner {
 
       // Switched reads.
       const readEdits: Edit[] = [];
+      const switchedAt = new Map<number, SwitchedColumns>();
       for (const { ref, rt } of resolved) {
         if (ref.use === 'write') continue;
         const edits =
@@ -286,6 +293,7 @@ export class Planner {
           continue;
         }
         readEdits.push(...edits);
+        if (rt.switchedColumns) switchedAt.set(ref.location, rt.switchedColumns);
         note('read_new', rt.m.name);
       }
 
@@ -338,6 +346,8 @@ export class Planner {
         note('passthrough', m.name);
       }
       edits.push(...readEdits);
+      const origins = switchedAt.size > 0 ? rowOrigins(stmt, switchedAt) : undefined;
+      if (origins && (shape.kind === 'forward' || shape.returning)) shape = { ...shape, origins };
       statements.push(shape);
     }
 
