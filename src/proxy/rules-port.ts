@@ -15,6 +15,16 @@ export interface Plan {
   statements: StatementShape[];
   unmirrored?: { mapping: string; reason: string };
   reject?: { mapping: string; message: string };
+  /** SQL PREPAREs of writes on mapped tables in the text. */
+  prepared?: SqlPrepared[];
+}
+
+/** A SQL-prepared write: EXECUTE gets its shape, or is counted as unmirrored. */
+export interface SqlPrepared {
+  name: string;
+  mapping: string;
+  shape?: StatementShape;
+  unmirrored?: { mapping: string; reason: string };
 }
 
 export interface PlanContext {
@@ -25,6 +35,8 @@ export interface PlanContext {
   version: number;
   /** What RESET search_path inside the text returns to. */
   defaultSearchPath?: string[];
+  /** The session's SQL-prepared writes, by name. */
+  prepared?: ReadonlyMap<string, SqlPrepared>;
 }
 
 export interface SessionRules {

@@ -36,7 +36,7 @@ import {
   stripLastField,
   tagCount,
 } from './reshape.ts';
-import type { Plan, PlanContext, SessionRules, StatementShape } from './rules-port.ts';
+import type { Plan, PlanContext, SessionRules, SqlPrepared, StatementShape } from './rules-port.ts';
 
 export interface UpstreamTarget {
   host: string;
@@ -125,6 +125,8 @@ export class Session {
   /** Some statement was prepared rewritten: Bind/Describe/Close/Execute must be followed even with no rules. */
   private everRewritten = false;
   private statements = new Map<string, StatementInfo>();
+  /** SQL PREPAREs of writes on mapped tables, by name: what each EXECUTE runs (see rules/prepared.ts). */
+  private readonly sqlPrepared = new Map<string, SqlPrepared>();
   private portals = new Map<string, PortalInfo>();
   /** After a rejected extended-protocol message: drop client messages until Sync, like the server would. */
   private skipToSync = false;
@@ -546,12 +548,14 @@ export class Session {
       onUnmirrorable: this.snap.config.onUnmirrorable,
       version: this.snap.version,
       defaultSearchPath: this.defaultSearchPath,
+      prepared: this.sqlPrepared,
     };
   }
 
   private plan(sql: string): Plan | undefined {
     if (!this.rulesApply) return undefined;
     const plan = this.snap.rules.session.plan(sql, this.planContext());
+    for (const p of plan.prepared ?? []) this.sqlPrepared.set(p.name, p);
     if (plan.unmirrored) {
       metrics.unmirroredWrites.inc({ mapping: plan.unmirrored.mapping, reason: plan.unmirrored.reason });
       this.deps.logger.warn(
@@ -663,9 +667,11 @@ export class Session {
     if (!m) return NONE;
     if (m[1] === undefined || m[1].toLowerCase() === 'all') {
       this.statements.clear();
+      this.sqlPrepared.clear();
       return NONE;
     }
     const name = m[1].startsWith('"') ? m[1].slice(1, -1).replaceAll('""', '"') : m[1].toLowerCase();
+    this.sqlPrepared.delete(name);
     const info = this.statements.get(name);
     if (!info) return NONE;
     this.statements.delete(name);
