@@ -68,8 +68,14 @@ export const metrics = {
   }),
   mirrorFailures: new Counter({
     name: 'switchyard_mirror_failures_total',
-    help: 'Mirrored writes that failed (the statement failed as a whole)',
+    help: 'Mirrored writes whose mirror part failed (the new table or the helper schema refused the row); the statement failed as a whole',
     labelNames: ['mapping'] as const,
+    registers: [registry],
+  }),
+  mirroredStatementErrors: new Counter({
+    name: 'switchyard_mirrored_statement_errors_total',
+    help: "The application's own errors on mirrored writes (not caused by the mirror), by SQLSTATE class",
+    labelNames: ['mapping', 'class'] as const,
     registers: [registry],
   }),
   unmirroredWrites: new Counter({

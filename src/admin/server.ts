@@ -8,6 +8,7 @@ import type { ConfigStore } from '../config/store.ts';
 import type { Logger } from '../log.ts';
 import { metrics, registry } from '../metrics.ts';
 import { VERSION } from '../version.ts';
+import { refuseMutationSource } from './mutation-source.ts';
 import type { AdminStatus } from './status.ts';
 
 /** What the admin endpoint uses of a ConfigStore, whatever its compiled rules type. */
@@ -212,6 +213,21 @@ async function readiness(deps: AdminDeps): Promise<{ ready: boolean; reasons: st
 
 type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>;
 
+function isMutation(req: IncomingMessage): boolean {
+  return req.method !== 'GET' && req.method !== 'HEAD';
+}
+
+/** Where a request came from, for the log line of every accepted or refused mutation. */
+function source(req: IncomingMessage) {
+  return {
+    method: req.method,
+    path: req.url,
+    client: req.socket.remoteAddress,
+    origin: req.headers.origin ?? null,
+    host: req.headers.host ?? null,
+  };
+}
+
 export async function startAdmin(opts: AdminOptions, deps: AdminDeps, logger: Logger): Promise<AdminServer> {
   const log = logger.child({ component: 'admin' });
 
@@ -255,7 +271,7 @@ export async function startAdmin(opts: AdminOptions, deps: AdminDeps, logger: Lo
             killSwitch: status.killSwitch.effective,
             was: before,
             configVersion: status.config.version,
-            client: req.socket.remoteAddress,
+            ...source(req),
           },
           `kill switch override ${value === null ? 'cleared' : value ? 'on' : 'off'}: mirroring ${
             status.killSwitch.effective ? 'stopped' : 'active'
@@ -271,6 +287,13 @@ export async function startAdmin(opts: AdminOptions, deps: AdminDeps, logger: Lo
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
     const route = routes[path];
     const work = async () => {
+      if (isMutation(req)) {
+        const refused = refuseMutationSource(
+          { origin: req.headers.origin, host: req.headers.host, localAddress: req.socket.localAddress },
+          { host: opts.host, port },
+        );
+        if (refused) throw new HttpError(403, refused);
+      }
       if (!route) throw new HttpError(404, `no such endpoint ${path}`);
       if (!route.methods.includes(req.method ?? '')) {
         throw new HttpError(405, `${req.method} not allowed on ${path}`, { allow: route.methods.join(', ') });
@@ -283,6 +306,8 @@ export async function startAdmin(opts: AdminOptions, deps: AdminDeps, logger: Lo
         return;
       }
       if (e instanceof HttpError) {
+        if (isMutation(req))
+          log.warn({ ...source(req), status: e.status, reason: e.message }, 'admin mutation refused');
         sendJson(res, e.status, { error: e.message }, e.headers);
         return;
       }

@@ -93,17 +93,33 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
   return parsed.data;
 }
 
-export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  let bytes: Buffer;
+/** The file's bytes, or a ConfigError saying why it cannot be read. */
+export function readConfigBytes(path: string): Buffer {
   try {
-    bytes = readFileSync(path);
+    return readFileSync(path);
   } catch (e) {
     throw new ConfigError(
       `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
     );
   }
+}
+
+export function configHash(bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** Parses bytes already read from `path` (the watcher reads once, to hash and to parse). */
+export function loadConfigBytes(
+  bytes: Buffer,
+  path: string,
+  env: NodeJS.ProcessEnv = process.env,
+): LoadedConfig {
   const config = parseConfigText(bytes.toString('utf8'), env);
-  return { config, hash: createHash('sha256').update(bytes).digest('hex'), path };
+  return { config, hash: configHash(bytes), path };
+}
+
+export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  return loadConfigBytes(readConfigBytes(path), path, env);
 }
 
 /** host/port of the upstream, whichever form the config used. */

@@ -1,15 +1,23 @@
 // Reloads: SIGHUP, and a watch on the config file's DIRECTORY, because a
 // Kubernetes ConfigMap update swaps a symlink (..data) rather than writing the
 // file, and a watch on the file itself would keep pointing at the old inode.
+// A directory sees every other file written beside the config too (the
+// proxy's own log, say), so a directory event only reloads when the bytes the
+// config path resolves to differ from the last ones tried: an unrelated write
+// costs a read and a hash, never a parse or a catalog connection, and a broken
+// file is refused (and counted) once, not once per event.
 import { type FSWatcher, watch } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { metrics } from '../metrics.ts';
-import { ConfigError, loadConfigFile } from './load.ts';
+import { ConfigError, configHash, type LoadedConfig, loadConfigBytes, readConfigBytes } from './load.ts';
 import type { ConfigStore } from './store.ts';
 
 export interface Reloader {
-  /** Reloads now; resolves to true when a new config was installed. */
+  /**
+   * Reloads now, even content already refused (an operator's SIGHUP after
+   * fixing the database, say); resolves to true when a new config was installed.
+   */
   reload(reason: string): Promise<boolean>;
   close(): void;
 }
@@ -21,23 +29,40 @@ export function watchConfig(
   debounceMs = 150,
 ): Reloader {
   let running: Promise<boolean> | undefined;
-  let again = false;
+  let pending: { reason: string; force: boolean } | undefined;
+  /** What the config path held when last tried: a content hash, or why it could not be read. */
+  let lastTried = store.current.hash;
 
-  async function once(reason: string): Promise<boolean> {
-    let loaded: ReturnType<typeof loadConfigFile>;
+  function refused(reason: string, error: string): false {
+    logger.error({ file, reason, error }, 'config reload refused; the running config stays');
+    return false;
+  }
+
+  async function once(reason: string, force: boolean): Promise<boolean> {
+    let bytes: Buffer;
     try {
-      loaded = loadConfigFile(file);
+      bytes = readConfigBytes(file);
+    } catch (e) {
+      const why = (e as Error).message;
+      if (!force && lastTried === why) return false;
+      lastTried = why;
+      metrics.configReloads.inc({ result: 'error' });
+      return refused(reason, why);
+    }
+    const hash = configHash(bytes);
+    if (!force && hash === lastTried) return false;
+    lastTried = hash;
+    if (hash === store.current.hash) return false;
+    let loaded: LoadedConfig;
+    try {
+      loaded = loadConfigBytes(bytes, file);
     } catch (e) {
       metrics.configReloads.inc({ result: 'error' });
-      logger.error(
-        { file, reason, error: (e as Error).message },
-        'config reload refused; the running config stays',
-      );
-      return false;
+      return refused(reason, (e as Error).message);
     }
-    if (loaded.hash === store.current.hash) return false;
     const before = store.current.config;
     try {
+      // apply() counts its own refusals (the catalog check, compilation).
       const { version, changes } = await store.apply(loaded);
       if (JSON.stringify(before.listen) !== JSON.stringify(loaded.config.listen)) {
         logger.warn({ file }, 'listen address changes take effect only after a restart');
@@ -48,22 +73,22 @@ export function watchConfig(
       );
       return true;
     } catch (e) {
-      const msg = e instanceof ConfigError ? e.message : (e as Error).message;
-      logger.error({ file, reason, error: msg }, 'config reload refused; the running config stays');
-      return false;
+      return refused(reason, e instanceof ConfigError ? e.message : (e as Error).message);
     }
   }
 
-  async function reload(reason: string): Promise<boolean> {
+  /** One reload at a time; requests made meanwhile collapse into one more run. */
+  async function run(reason: string, force: boolean): Promise<boolean> {
     if (running) {
-      again = true;
+      pending = { reason, force: force || (pending?.force ?? false) };
       return running;
     }
     running = (async () => {
-      let changed = await once(reason);
-      while (again) {
-        again = false;
-        changed = (await once(reason)) || changed;
+      let changed = await once(reason, force);
+      while (pending) {
+        const next = pending;
+        pending = undefined;
+        changed = (await once(next.reason, next.force)) || changed;
       }
       return changed;
     })();
@@ -74,14 +99,21 @@ export function watchConfig(
     }
   }
 
+  // Not a trailing debounce: a file written beside the config without pause
+  // (a log) would postpone a real change forever. The first event starts the
+  // clock and the events within debounceMs ride along.
   let timer: NodeJS.Timeout | undefined;
+  const onEvent = () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      void run('file change', false);
+    }, debounceMs);
+  };
   const dir = path.dirname(path.resolve(file));
   let watcher: FSWatcher | undefined;
   try {
-    watcher = watch(dir, { persistent: false }, () => {
-      if (timer) clearTimeout(timer);
-      timer = setTimeout(() => void reload('file change'), debounceMs);
-    });
+    watcher = watch(dir, { persistent: false }, onEvent);
     watcher.on('error', (err) =>
       logger.warn({ dir, err: err.message }, 'config directory watch failed; SIGHUP still reloads'),
     );
@@ -91,10 +123,10 @@ export function watchConfig(
       'cannot watch the config directory; SIGHUP still reloads',
     );
   }
-  const onHup = () => void reload('SIGHUP');
+  const onHup = () => void run('SIGHUP', true);
   process.on('SIGHUP', onHup);
   return {
-    reload,
+    reload: (reason) => run(reason, true),
     close() {
       if (timer) clearTimeout(timer);
       watcher?.close();

@@ -175,7 +175,7 @@ export class ClientMessages implements FrameSink {
       this.d.statements.dropAll();
       return NONE;
     }
-    return this.d.statements.drop(cmd.name);
+    return this.d.statements.deallocate(cmd.name);
   }
 
   private onParse(msg: Buffer): Buffer | Buffer[] | null | undefined {

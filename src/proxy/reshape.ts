@@ -1,5 +1,6 @@
 // Byte-level edits of server replies to a rewritten statement, so the client
 // sees exactly what the original statement would have produced.
+import type { FieldOrigin, RowOrigins } from '../rules/row-origins.ts';
 import { ProtocolError } from '../wire/scanner.ts';
 import { commandComplete, Writer } from '../wire/writer.ts';
 
@@ -18,6 +19,42 @@ export function stripLastField(msg: Buffer): Buffer {
   out.writeInt32BE(pos - 1, 1);
   out.writeInt16BE(n - 1, 5);
   return out;
+}
+
+/**
+ * RowDescription with each listed field naming the old table and column, as
+ * when the old table is read directly. A field is only changed when its name
+ * (if known) and type are the ones expected; the field count must fit, or the
+ * message is left as the server sent it.
+ */
+export function restoreOrigins(msg: Buffer, origins: RowOrigins): Buffer {
+  const n = msg.readInt16BE(5);
+  const { head, tail } = origins;
+  if (tail === null ? n !== head.length : n < head.length + tail.length) return msg;
+  let out: Buffer | undefined;
+  let pos = 7;
+  for (let i = 0; i < n; i++) {
+    const zero = msg.indexOf(0, pos);
+    if (zero < 0 || zero + 19 > msg.length)
+      throw new ProtocolError('malformed RowDescription', 'server_malformed');
+    const want: FieldOrigin | null | undefined =
+      i < head.length ? head[i] : tail !== null && i >= n - tail.length ? tail[i - (n - tail.length)] : null;
+    const at = zero + 1;
+    if (
+      want &&
+      msg.readUInt32BE(at + 6) === want.typeOid &&
+      (!want.cast || msg.readInt32BE(at + 12) === want.typmod) &&
+      (want.name === undefined || msg.toString('utf8', pos, zero) === want.name)
+    ) {
+      // The message may be a slice of the shared read buffer: never edit it in place.
+      out ??= Buffer.from(msg);
+      out.writeUInt32BE(want.table, at);
+      out.writeInt16BE(want.attnum, at + 4);
+      out.writeInt32BE(want.typmod, at + 12);
+    }
+    pos = at + 18;
+  }
+  return out ?? msg;
 }
 
 /** DataRow without its last column. */

@@ -8,6 +8,7 @@ import { metrics } from '../metrics.ts';
 import type { Observer } from './reply-queue.ts';
 import type { Plan, SessionRules } from './rules-port.ts';
 import type { SessionSqlState } from './sql-state.ts';
+import type { StatementRegistry } from './statements.ts';
 
 const PT_LABELS = { route: 'passthrough', mapping: '' } as const;
 
@@ -27,6 +28,7 @@ export class Round {
   constructor(
     private readonly store: ConfigStore<{ session: SessionRules }>,
     private readonly sql: SessionSqlState,
+    private readonly statements: StatementRegistry,
     private readonly database: string,
     private readonly logger: Logger,
     private readonly remote: string,
@@ -67,7 +69,9 @@ export class Round {
       onUnmirrorable: this.snap.config.onUnmirrorable,
       version: this.snap.version,
       defaultSearchPath: this.sql.defaultSearchPath,
+      prepared: this.statements.sqlPrepared,
     });
+    this.statements.planned(plan);
     if (plan.unmirrored) {
       metrics.unmirroredWrites.inc({ mapping: plan.unmirrored.mapping, reason: plan.unmirrored.reason });
       this.logger.warn(

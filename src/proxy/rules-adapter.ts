@@ -10,6 +10,7 @@ import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { Planner, parseSearchPath, searchPathChange } from '../rules/planner.ts';
 import { compileRules, type RuleSet } from '../rules/ruleset.ts';
+import { registerMirrorTargets } from './mirror-errors.ts';
 import { NO_RULES, type SessionRules } from './rules-port.ts';
 
 export interface CompiledRules {
@@ -45,16 +46,15 @@ function withSwitches(prev: RuleSet, config: Config): RuleSet {
 function sessionRules(ruleset: RuleSet): CompiledRules {
   if (ruleset.mappings.length === 0) return { session: NO_RULES, ruleset };
   const planner = new Planner(ruleset);
-  return {
-    ruleset,
-    session: {
-      database: ruleset.database,
-      active: true,
-      plan: (sql, ctx) => planner.plan(sql, ctx),
-      searchPathChange,
-      parseSearchPath,
-    },
+  const session: SessionRules = {
+    database: ruleset.database,
+    active: true,
+    plan: (sql, ctx) => planner.plan(sql, ctx),
+    searchPathChange,
+    parseSearchPath,
   };
+  registerMirrorTargets(session, new Map(ruleset.mappings.map((m) => [m.name, m.new])));
+  return { ruleset, session };
 }
 
 /** A compile function for one config store; it remembers the last catalog check it made. */

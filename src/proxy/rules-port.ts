@@ -1,10 +1,11 @@
 // What a session needs from the rules: a plan per statement. Kept as an
 // interface so the session does not depend on how plans are made.
 import type { Route } from '../metrics.ts';
+import type { RowOrigins } from '../rules/row-origins.ts';
 
 export type StatementShape =
-  | { kind: 'forward' }
-  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: boolean };
+  | { kind: 'forward'; origins?: RowOrigins }
+  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: boolean; origins?: RowOrigins };
 
 export interface Plan {
   sql: string;
@@ -14,6 +15,16 @@ export interface Plan {
   statements: StatementShape[];
   unmirrored?: { mapping: string; reason: string };
   reject?: { mapping: string; message: string };
+  /** SQL PREPAREs of writes on mapped tables in the text. */
+  prepared?: SqlPrepared[];
+}
+
+/** A SQL-prepared write: EXECUTE gets its shape, or is counted as unmirrored. */
+export interface SqlPrepared {
+  name: string;
+  mapping: string;
+  shape?: StatementShape;
+  unmirrored?: { mapping: string; reason: string };
 }
 
 export interface PlanContext {
@@ -24,6 +35,8 @@ export interface PlanContext {
   version: number;
   /** What RESET search_path inside the text returns to. */
   defaultSearchPath?: string[];
+  /** The session's SQL-prepared writes, by name. */
+  prepared?: ReadonlyMap<string, SqlPrepared>;
 }
 
 export interface SessionRules {

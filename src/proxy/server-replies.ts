@@ -8,8 +8,16 @@ import { metrics } from '../metrics.ts';
 import { Backend } from '../wire/codes.ts';
 import { Action, type FrameSink } from '../wire/scanner.ts';
 import { NO_DATA } from '../wire/writer.ts';
+import { countMirroredStatementError } from './mirror-errors.ts';
 import { Kind, type ReplyQueue } from './reply-queue.ts';
-import { mirrorTag, readCountRow, stripLastColumn, stripLastField, tagCount } from './reshape.ts';
+import {
+  mirrorTag,
+  readCountRow,
+  restoreOrigins,
+  stripLastColumn,
+  stripLastField,
+  tagCount,
+} from './reshape.ts';
 import type { Round } from './round.ts';
 import type { SessionSqlState } from './sql-state.ts';
 import type { StatementRegistry } from './statements.ts';
@@ -83,7 +91,7 @@ export class ServerReplies implements FrameSink {
         if (e.observer) metrics.statementErrors.inc({ route: e.observer.route, mapping: e.observer.mapping });
         const shape = queue.currentShape(e);
         if (shape?.kind === 'mirror' && e.observer)
-          metrics.mirrorFailures.inc({ mapping: e.observer.mapping });
+          countMirroredStatementError(msg, round.rules, e.observer.mapping);
         if (e.kind === Kind.Query) {
           if (!e.swallowError) out.push(msg);
           break;
@@ -104,8 +112,12 @@ export class ServerReplies implements FrameSink {
         const shape = e ? queue.currentShape(e) : undefined;
         if (e?.kind === Kind.Describe) queue.shift();
         if (shape?.kind === 'mirror') {
-          if (e?.kind === Kind.Describe) out.push(shape.returning ? stripLastField(msg) : NO_DATA);
-          else if (shape.returning) out.push(stripLastField(msg));
+          const fields = shape.returning ? stripLastField(msg) : undefined;
+          const shown = fields && shape.origins ? restoreOrigins(fields, shape.origins) : fields;
+          if (e?.kind === Kind.Describe) out.push(shown ?? NO_DATA);
+          else if (shown) out.push(shown);
+        } else if (shape?.origins) {
+          out.push(restoreOrigins(msg, shape.origins));
         } else {
           out.push(msg);
         }

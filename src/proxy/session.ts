@@ -153,7 +153,14 @@ export class Session {
     this.user = params.get('user') ?? '';
     this.database = params.get('database') || this.user;
     this.sql = new SessionSqlState(this.user);
-    this.round = new Round(this.deps.store, this.sql, this.database, this.deps.logger, this.remote);
+    this.round = new Round(
+      this.deps.store,
+      this.sql,
+      this.statements,
+      this.database,
+      this.deps.logger,
+      this.remote,
+    );
     const rules = this.deps.store.current.rules.session;
     const sp = params.get('search_path') ?? searchPathFromOptions(params.get('options'));
     if (sp !== undefined) this.sql.startWith(rules.parseSearchPath(sp));

@@ -6,7 +6,7 @@
 // swallowed) when the client's statement goes away.
 import { closeMessage } from '../wire/writer.ts';
 import { Kind, type Observer, type ReplyQueue } from './reply-queue.ts';
-import type { Plan, StatementShape } from './rules-port.ts';
+import type { Plan, SqlPrepared, StatementShape } from './rules-port.ts';
 
 export interface StatementInfo {
   sql: string;
@@ -35,6 +35,8 @@ let internalCounter = 0;
 export class StatementRegistry {
   private statements = new Map<string, StatementInfo>();
   private portals = new Map<string, PortalInfo>();
+  /** SQL PREPAREs of writes on mapped tables, by name: what each EXECUTE runs (see rules/prepared.ts). */
+  readonly sqlPrepared = new Map<string, SqlPrepared>();
   /** Some statement was prepared rewritten: Bind/Describe/Close/Execute must be followed even with no rules. */
   everRewritten = false;
 
@@ -81,6 +83,18 @@ export class StatementRegistry {
   /** DEALLOCATE ALL / DISCARD ALL: the server drops the internal names too. */
   dropAll(): void {
     this.statements.clear();
+    this.sqlPrepared.clear();
+  }
+
+  /** A plan that prepared writes with SQL PREPARE: EXECUTE of those names runs them. */
+  planned(plan: Plan): void {
+    for (const p of plan.prepared ?? []) this.sqlPrepared.set(p.name, p);
+  }
+
+  /** DEALLOCATE name: the SQL PREPARE (if it was one) is gone, and the protocol statement of that name too. */
+  deallocate(name: string): Buffer[] {
+    this.sqlPrepared.delete(name);
+    return this.drop(name);
   }
 
   /**

@@ -8,6 +8,19 @@ export interface ColumnInfo {
   type: string;
 }
 
+/**
+ * Where an old column comes from, as a RowDescription names it when the old
+ * table is read directly: a switched read restores it (see row-origins.ts).
+ */
+export interface ColumnOrigin {
+  /** The old table's OID. */
+  table: number;
+  /** pg_attribute.attnum: dropped columns leave gaps. */
+  attnum: number;
+  typeOid: number;
+  typmod: number;
+}
+
 export interface ResolvedTable {
   schema: string;
   name: string;
@@ -33,6 +46,8 @@ export interface CompiledMapping {
   down?: ColumnExpr[];
   /** Old table columns in catalog order. */
   oldColumns: ColumnInfo[];
+  /** Catalog facts of each old column, in oldColumns order (absent when built without a catalog). */
+  oldOrigins?: ColumnOrigin[];
   /** New table columns in catalog order. */
   newColumns: ColumnInfo[];
 }

@@ -30,6 +30,11 @@ export interface MirrorInput {
   /** Read-switch edits elsewhere in the statement (copied text must carry them too). */
   readEdits: readonly Edit[];
   serverVersion: number;
+  /**
+   * The statement's result must be exactly the client's RETURNING columns (a
+   * write inside a function body, where nothing strips the row image).
+   */
+  exactColumns?: boolean;
 }
 
 export type MirrorResult =
@@ -143,13 +148,53 @@ export function buildMirror(input: MirrorInput): MirrorResult {
   // at the end of the statement, on keys disjoint from the deleted ones.
   if (deleteCall) ctes.unshift(`${D} AS MATERIALIZED (${deleteCall})`);
 
-  const head = `${n.withClause ? ', ' : 'WITH '}${preCte}${W} AS (`;
+  // Exact columns: the CTE's own column names select the client's columns by position.
+  let exact: string[] | undefined;
+  if (returning && input.exactColumns) {
+    const count = returnedColumnCount(n, target, m.oldColumns.length);
+    if (typeof count === 'string') return { ok: false, reason: count };
+    exact = Array.from({ length: count }, (_, i) => quoteIdent(`__sy_c${i + 1}`));
+  }
+  const names = exact ? `(${[...exact, ROW].join(', ')})` : '';
+  const head = `${n.withClause ? ', ' : 'WITH '}${preCte}${W}${names} AS (`;
   const ret = returning ? `, ${rowExpr} AS ${ROW}` : ` RETURNING ${rowExpr} AS ${ROW}`;
   const from = deleteCall ? `${W}, ${D}` : W;
-  const outer = returning
-    ? `SELECT ${deleteCall ? `${W}.*` : '*'} FROM ${from}`
-    : `SELECT count(*) FROM ${from}`;
+  const outer = exact
+    ? `SELECT ${exact.map((c) => `${W}.${c}`).join(', ')} FROM ${from}`
+    : returning
+      ? `SELECT ${deleteCall ? `${W}.*` : '*'} FROM ${from}`
+      : `SELECT count(*) FROM ${from}`;
   edits.unshift({ start: toks[dml].start, end: toks[dml].start, text: head });
   edits.push({ start: effEnd, end: effEnd, text: `${ret}), ${ctes.join(', ')} ${outer}` });
   return { ok: true, edits, tag, returning };
+}
+
+/**
+ * How many columns a RETURNING list yields, or why that is not known from the
+ * text: `*` and `alias.*` are the target's columns (`old.*`/`new.*` too).
+ */
+function returnedColumnCount(
+  n: ParsedStatement['node'],
+  target: TableRef,
+  oldColumns: number,
+): number | string {
+  let count = 0;
+  const refname = target.alias ?? target.name;
+  for (const item of n.returningClause?.exprs ?? []) {
+    const f: { String?: { sval?: string }; A_Star?: unknown }[] | undefined =
+      item.ResTarget?.val?.ColumnRef?.fields;
+    if (!f || f[f.length - 1]?.A_Star === undefined) {
+      count++;
+      continue;
+    }
+    const owner = f.length === 2 ? f[0].String?.sval : undefined;
+    if (f.length === 1 && (n.fromClause?.length ?? 0) === 0 && (n.usingClause?.length ?? 0) === 0) {
+      count += oldColumns;
+    } else if (owner !== undefined && [refname, 'old', 'new'].includes(owner)) {
+      count += oldColumns;
+    } else {
+      return 'RETURNING * over other tables in a function body';
+    }
+  }
+  return count;
 }

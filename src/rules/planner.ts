@@ -10,6 +10,7 @@ import {
   type ParsedStatement,
   parseSql,
   SqlParseError,
+  scanTokens,
   type Token,
 } from '../sql/parse.ts';
 import { PlanCache } from '../sql/plan-cache.ts';
@@ -18,21 +19,31 @@ import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
 import { DEFAULT_SEARCH_PATH, effectiveSchemas } from '../sql/search-path.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { indexAt, isKeyword, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
+import { type BodyReason, planBody } from './bodies.ts';
 import type { CompiledMapping } from './mapping.ts';
 import { buildMirror } from './mirror.ts';
+import { EXECUTE_HINT, type PreparedWrite, preparedQueryStart } from './prepared.ts';
+import { type RowOrigins, rowOrigins, type SwitchedColumns } from './row-origins.ts';
 import { qualified } from './rowsql.ts';
 import { type RuleSet, relationKey } from './ruleset.ts';
 
 export { DEFAULT_SEARCH_PATH, parseSearchPath } from '../sql/search-path.ts';
 export { ROW_COLUMN } from './mirror.ts';
 
+/** `origins`: what the RowDescription must name for the old columns a switched read presents. */
 export type StatementShape =
-  | { kind: 'forward' }
-  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: true }
+  | { kind: 'forward'; origins?: RowOrigins }
+  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: true; origins?: RowOrigins }
   | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: false };
 
 export type Route = 'passthrough' | 'mirrored_write' | 'read_old' | 'read_new';
-export type UnmirroredReason = 'copy' | 'truncate' | 'where_current_of' | 'parse_error' | 'unsupported';
+export type UnmirroredReason =
+  | 'copy'
+  | 'truncate'
+  | 'where_current_of'
+  | 'parse_error'
+  | 'unsupported'
+  | BodyReason;
 
 /** Plans are cached and shared between sessions: treat them as read-only. */
 export interface Plan {
@@ -51,7 +62,11 @@ export interface Plan {
   unmirrored?: { mapping: string; reason: UnmirroredReason; detail?: string };
   /** onUnmirrorable=reject: answer SQLSTATE 0A000 with this message and send nothing. */
   reject?: { mapping: string; message: string };
+  /** SQL PREPAREs of writes on mapped tables in the text: the session keeps them for EXECUTE. */
+  prepared?: SqlPrepared[];
 }
+
+export type SqlPrepared = PreparedWrite<StatementShape, NonNullable<Plan['unmirrored']>>;
 
 export interface PlanContext {
   /** The search_path in force when the text starts; a SET inside the text applies to the statements after it. */
@@ -62,6 +77,11 @@ export interface PlanContext {
   killSwitch: boolean;
   onUnmirrorable: 'passthrough' | 'reject';
   version: number;
+  /** The session's SQL-prepared writes, by name (see prepared.ts). */
+  prepared?: ReadonlyMap<
+    string,
+    PreparedWrite<StatementShape, { mapping: string; reason: string; detail?: string }>
+  >;
 }
 
 export interface SearchPathChange {
@@ -75,6 +95,8 @@ interface MappingRuntime {
   keySources: Set<string>;
   /** The parenthesised subquery presenting old columns over the new table. */
   readSubquery?: string;
+  /** The old columns with their catalog origin, for the RowDescription of a switched read. */
+  switchedColumns?: SwitchedColumns;
 }
 
 const FORWARD: StatementShape = { kind: 'forward' };
@@ -134,12 +156,22 @@ export class Planner {
         m,
         keySources: columnsRead(keyExprs),
         readSubquery: readSubquery(m),
+        switchedColumns:
+          m.oldOrigins && m.oldColumns.map((c, i) => ({ name: c.name, origin: m.oldOrigins![i] })),
       });
       this.oldNames.add(m.old.name);
     }
   }
 
   plan(sql: string, ctx: PlanContext): Plan {
+    // An EXECUTE's plan depends on the session's prepared statements: never cached.
+    if (ctx.prepared !== undefined && ctx.prepared.size > 0 && EXECUTE_HINT.test(sql)) {
+      try {
+        return this.build(sql, ctx);
+      } catch {
+        // Planned below like any text.
+      }
+    }
     if (!this.prefilter.matches(sql)) {
       return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
     }
@@ -221,7 +253,8 @@ export class Planner {
     return edits;
   }
 
-  private build(sql: string, ctx: PlanContext): Plan {
+  /** `inBody`: the text is SQL inside a function body (see bodies.ts). */
+  private build(sql: string, ctx: PlanContext, inBody = false): Plan {
     let parsed: ParsedSql;
     try {
       parsed = parseSql(sql);
@@ -245,6 +278,9 @@ export class Planner {
 
     const edits: Edit[] = [];
     const statements: StatementShape[] = [];
+    const prepared: SqlPrepared[] = [];
+    /** An EXECUTE of a mirrored prepared statement: nothing to splice, but replies to reshape. */
+    let shapesOnly = false;
     let route: Route = 'passthrough';
     let mapping = '';
     let unmirrored: Plan['unmirrored'];
@@ -265,6 +301,47 @@ export class Planner {
         statements.push(FORWARD);
         continue;
       }
+      if (!inBody && (stmt.kind === 'CreateFunctionStmt' || stmt.kind === 'DoStmt')) {
+        const r = this.planBody(stmt, parsed.bytes, { ...ctx, searchPath: [...path] });
+        if (r.kind === 'rewrite') {
+          edits.push(...r.edits);
+          note('mirrored_write', r.mapping);
+        } else if (r.kind === 'unmirrored') {
+          unmirrored ??= { mapping: r.mapping, reason: r.reason, detail: r.detail };
+          note('passthrough', r.mapping);
+        }
+        statements.push(FORWARD);
+        continue;
+      }
+      if (!inBody && stmt.kind === 'ExecuteStmt') {
+        const pw = ctx.prepared?.get(stmt.node.name);
+        if (pw?.shape) {
+          statements.push(pw.shape);
+          shapesOnly = true;
+          note('mirrored_write', pw.mapping);
+          continue;
+        }
+        if (pw?.unmirrored) {
+          // It was made here, so its reason is one of ours.
+          unmirrored ??= pw.unmirrored as NonNullable<Plan['unmirrored']>;
+          note('passthrough', pw.mapping);
+          statements.push(FORWARD);
+          continue;
+        }
+      }
+      if (!inBody && stmt.kind === 'PrepareStmt') {
+        const r = this.planPrepare(stmt, parsed.bytes, allTokens(), { ...ctx, searchPath: [...path] });
+        if (r) {
+          edits.push(...r.edits);
+          prepared.push(r.prepared);
+          if (r.prepared.shape) note('mirrored_write', r.prepared.mapping);
+          else note('passthrough', r.prepared.mapping);
+          // Under reject a PREPARE that cannot be mirrored is refused; otherwise each EXECUTE is counted.
+          if (r.prepared.unmirrored && ctx.onUnmirrorable === 'reject') unmirrored ??= r.prepared.unmirrored;
+          statements.push(FORWARD);
+          continue;
+        }
+      }
       const info = collectRefs(stmt);
       const resolved = info.refs
         .map((ref) => ({ ref, rt: this.resolve(ref, schemas) }))
@@ -277,6 +354,7 @@ export class Planner {
 
       // Switched reads.
       const readEdits: Edit[] = [];
+      const switchedAt = new Map<number, SwitchedColumns>();
       for (const { ref, rt } of resolved) {
         if (ref.use === 'write') continue;
         const edits =
@@ -286,6 +364,7 @@ export class Planner {
           continue;
         }
         readEdits.push(...edits);
+        if (rt.switchedColumns) switchedAt.set(ref.location, rt.switchedColumns);
         note('read_new', rt.m.name);
       }
 
@@ -322,6 +401,7 @@ export class Planner {
             bytes: parsed.bytes,
             readEdits,
             serverVersion: this.rules.serverVersion,
+            exactColumns: inBody,
           });
           if (r.ok) {
             edits.push(...r.edits);
@@ -338,6 +418,8 @@ export class Planner {
         note('passthrough', m.name);
       }
       edits.push(...readEdits);
+      const origins = switchedAt.size > 0 ? rowOrigins(stmt, switchedAt) : undefined;
+      if (origins && (shape.kind === 'forward' || shape.returning)) shape = { ...shape, origins };
       statements.push(shape);
     }
 
@@ -354,12 +436,70 @@ export class Planner {
     const out = edits.length > 0 ? spliceBytes(parsed.bytes, edits) : sql;
     return {
       sql: out,
-      rewritten: edits.length > 0,
+      rewritten: edits.length > 0 || shapesOnly,
       route,
       mapping,
       statements,
       ...(unmirrored ? { unmirrored } : {}),
+      ...(prepared.length > 0 ? { prepared } : {}),
     };
+  }
+
+  /** A PREPARE whose statement writes a mapped table: its mirrored form, or why it has none. */
+  private planPrepare(
+    stmt: ParsedStatement,
+    bytes: Buffer,
+    tokens: Token[],
+    ctx: PlanContext,
+  ): { edits: Edit[]; prepared: SqlPrepared } | undefined {
+    const start = preparedQueryStart(stmt, statementTokens(tokens, stmt.start, stmt.end));
+    if (start < 0) return undefined;
+    const inner = this.build(bytes.subarray(start, stmt.end).toString('utf8'), ctx);
+    const name: string = stmt.node.name;
+    if (inner.unmirrored) {
+      return {
+        edits: [],
+        prepared: { name, mapping: inner.unmirrored.mapping, unmirrored: inner.unmirrored },
+      };
+    }
+    const shape = inner.statements[0];
+    if (!inner.rewritten || inner.statements.length !== 1 || shape?.kind !== 'mirror') return undefined;
+    return {
+      edits: [{ start, end: stmt.end, text: inner.sql }],
+      prepared: { name, mapping: inner.mapping, shape },
+    };
+  }
+
+  private planBody(stmt: ParsedStatement, bytes: Buffer, ctx: PlanContext) {
+    const tokens = scanTokens(bytes.toString('utf8'));
+    return planBody(stmt, bytes, tokens, {
+      plan: (sql) => {
+        let p: Plan;
+        try {
+          p = this.build(sql, ctx, true);
+        } catch (e) {
+          const hit = this.oldNameFilters.find((f) => f.filter.matches(sql));
+          if (!hit) return { sql, rewritten: false, returning: false };
+          p = this.unmirrorable(
+            sql,
+            ctx,
+            hit.mapping,
+            'unsupported',
+            `planner error: ${(e as Error).message}`,
+            [],
+          );
+        }
+        const writes = p.unmirrored?.mapping ?? (p.route === 'mirrored_write' ? p.mapping : undefined);
+        return {
+          sql: p.sql,
+          rewritten: p.rewritten,
+          returning: p.statements.some((s) => s.kind === 'mirror' && s.returning),
+          ...(writes !== undefined ? { writes } : {}),
+          ...(p.unmirrored ? { unmirrored: p.unmirrored } : {}),
+        };
+      },
+      mentions: (text) => this.oldNameFilters.find((f) => f.filter.matches(text))?.mapping,
+    });
   }
 
   private unmirrorable(
@@ -385,6 +525,8 @@ export class Planner {
         where_current_of: 'WHERE CURRENT OF on a mapped table',
         parse_error: 'SQL switchyard cannot parse',
         unsupported: detail ?? 'this statement form',
+        function_body: detail ?? 'a write in a function body',
+        dynamic_sql: detail ?? 'dynamic SQL in a function body',
       };
       plan.reject = {
         mapping,

@@ -7,7 +7,7 @@ import type { Config, MappingConfig } from '../config/schema.ts';
 import { upstreamClientConfig } from '../pg/connect.ts';
 import { parseQualifiedName, quoteIdent, quoteQualified } from '../pg/ident.ts';
 import { loadParser } from '../sql/parse.ts';
-import type { ColumnExpr, ColumnInfo, CompiledMapping, ResolvedTable } from './mapping.ts';
+import type { ColumnExpr, ColumnInfo, ColumnOrigin, CompiledMapping, ResolvedTable } from './mapping.ts';
 import {
   createDeleteKeysFunctionSql,
   deleteKeysFunction,
@@ -113,11 +113,21 @@ async function columnsOf(client: pg.Client, oid: number): Promise<ColumnInfo[]> 
   return r.rows;
 }
 
+async function originsOf(client: pg.Client, oid: number): Promise<ColumnOrigin[]> {
+  const r = await client.query<{ attnum: number; typ: number; typmod: number }>(
+    `SELECT attnum, atttypid::int8::float8 AS typ, atttypmod AS typmod
+       FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    [oid],
+  );
+  return r.rows.map((x) => ({ table: oid, attnum: x.attnum, typeOid: x.typ, typmod: x.typmod }));
+}
+
 async function compileMapping(client: pg.Client, m: MappingConfig): Promise<CompiledMapping> {
   const where = `mapping ${m.name}`;
   const oldT = await resolveTable(client, m.name, 'old', m.old);
   const newT = await resolveTable(client, m.name, 'new', m.new);
   const oldColumns = await columnsOf(client, oldT.oid);
+  const oldOrigins = await originsOf(client, oldT.oid);
   const newColumns = await columnsOf(client, newT.oid);
   const oldNames = new Set(oldColumns.map((c) => c.name));
   const newNames = new Set(newColumns.map((c) => c.name));
@@ -173,6 +183,7 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
     up,
     down,
     oldColumns,
+    oldOrigins,
     newColumns,
   };
 

@@ -23,7 +23,12 @@ import {
   waitReplayed,
 } from '../support/replica.ts';
 
-const ROWS = 50_000;
+const ROWS = 20_000;
+// Every batch's INSERT into users_v2 waits this long in the server, so a run of
+// ROWS / 50 batches (the batch sizer's floor) lasts at least 8 s on any machine:
+// well past the ~1 s the throttle needs to see a paused standby (its lag grows
+// in wall-clock time from the first batch, up to --max-lag-ms and one poll).
+const BATCH_FLOOR_MS = 20;
 let pair: ReplicaPair;
 let fx: Fixture;
 let app: pg.Client;
@@ -34,6 +39,10 @@ beforeAll(async () => {
   app = new pg.Client({ connectionString: pair.primary.url('app') });
   await app.connect();
   await createUsers((sql) => app.query(sql), ROWS);
+  await app.query(`
+    CREATE FUNCTION slow_batch() RETURNS trigger LANGUAGE plpgsql AS
+      $$ BEGIN PERFORM pg_sleep(${BATCH_FLOOR_MS / 1000}); RETURN NULL; END $$;
+    CREATE TRIGGER slow_batch BEFORE INSERT ON users_v2 FOR EACH STATEMENT EXECUTE FUNCTION slow_batch();`);
   fx = await writeConfig(pair.primary.url('app'), USERS_MAPPING);
   await waitReplayed(pair, 'app');
 });
@@ -54,8 +63,9 @@ async function throttledRun(opts: Partial<BackfillOptions>) {
     fx.clientConfig,
     {
       ...DEFAULT_OPTIONS,
-      // Small batches keep the run going for seconds even on an idle machine, well past the limit.
-      batchSize: 200,
+      // Batches slower than the target shrink to the sizer's floor (50 rows) and stay there,
+      // so the run is ROWS / 50 batches of at least BATCH_FLOOR_MS each, whatever the machine.
+      batchSize: 50,
       targetBatchMs: 5,
       maxLagMs: 500,
       lagPollMs: 200,
@@ -89,6 +99,7 @@ async function throttledRun(opts: Partial<BackfillOptions>) {
   }
   const stats = await run;
   expect(stats.outcome).toBe('done');
+  expect(stats.batches).toBeGreaterThanOrEqual(ROWS / 50);
   expect(stats.throttledMs).toBeGreaterThanOrEqual(2500);
   expect(await copied()).toBe(ROWS);
   expect(await mismatches((s) => app.query(s) as Promise<{ rows: { n: number }[] }>, m)).toBe(0);

@@ -41,9 +41,15 @@ describe('limits', () => {
     expect(err.message).toMatch(/too many client connections \(limit 2\)/);
     expect(await counter('connectionsRejected', { reason: 'max_connections' })).toBe(before + 1);
     await a.end();
-    // A slot frees up once a client leaves.
-    await new Promise((r) => setTimeout(r, 100));
-    const c = await connect(p.url());
+    // A slot frees up once the proxy has seen the client leave (on its own time: retry until then).
+    const deadline = Date.now() + 30_000;
+    let c: pg.Client | undefined;
+    while (!c) {
+      c = await connect(p.url()).catch((e) => {
+        if (e.code !== '53300' || Date.now() > deadline) throw e;
+        return new Promise<undefined>((r) => setTimeout(() => r(undefined), 20));
+      });
+    }
     expect((await c.query('SELECT 1 AS x')).rows[0].x).toBe(1);
     await Promise.all([b.end(), c.end()]);
     await p.close();
@@ -166,7 +172,12 @@ describe('graceful shutdown', () => {
     c.on('error', () => {});
     await c.query('BEGIN');
     proc.child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
+    // The second signal must find the drain under way, not coalesce with the first.
+    const deadline = Date.now() + 30_000;
+    while (!/shutting down: draining sessions/.test(proc.output())) {
+      if (Date.now() > deadline) throw new Error('the proxy never started draining');
+      await new Promise((r) => setTimeout(r, 20));
+    }
     const t0 = Date.now();
     expect(await proc.stop('SIGTERM')).toBe(0);
     expect(Date.now() - t0).toBeLessThan(10_000);

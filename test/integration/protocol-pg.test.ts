@@ -287,11 +287,13 @@ describe('cancel', () => {
     );
     // Wait until the backend is really sleeping, then cancel through a second connection to the proxy.
     const pid = (c as unknown as { processID: number }).processID;
-    for (let i = 0; i < 100; i++) {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
       const r = await db.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'", [
         pid,
       ]);
       if (r.rowCount) break;
+      if (Date.now() > deadline) throw new Error('the query never started sleeping');
       await new Promise((r) => setTimeout(r, 20));
     }
     const canceller = new pg.Client({ connectionString: proxy.url() });

@@ -92,6 +92,20 @@ async function expectNewEqualsUp(client: pg.Client, m: CompiledMapping): Promise
   });
 }
 
+/** Waits until `c`'s backend is blocked on a lock: the concurrency the test is about is really there. */
+async function blockedOnLock(c: pg.Client): Promise<void> {
+  const pid = (c as unknown as { processID: number }).processID;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const r = await db.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", [
+      pid,
+    ]);
+    if (r.rowCount) return;
+    if (Date.now() > deadline) throw new Error(`backend ${pid} never waited on a lock`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 let db: TestDatabase;
 let copy: TestDatabase;
 let rules: RuleSet;
@@ -236,7 +250,7 @@ describe('transactions and concurrency', () => {
     await a.query('BEGIN');
     await exec(a, inc, [2]);
     const pending = exec(b, inc, [2]); // blocks on a's row lock
-    await new Promise((r) => setTimeout(r, 100));
+    await blockedOnLock(b);
     await a.query('COMMIT');
     expect((await pending).count).toBe(1);
     const r = await db.query('SELECT n FROM counters_v2 WHERE id = 2');
@@ -253,7 +267,7 @@ describe('transactions and concurrency', () => {
       writer.plan('UPDATE counters SET id = id + 1000 WHERE id = $1 RETURNING id, n', ctx),
       [3],
     );
-    await new Promise((r) => setTimeout(r, 100));
+    await blockedOnLock(b);
     await a.query('COMMIT');
     const moved = await move;
     expect(moved.rows).toEqual([[1003, 5]]);
@@ -267,7 +281,7 @@ describe('transactions and concurrency', () => {
     await a.query('BEGIN');
     await exec(a, writer.plan('UPDATE counters SET id = id + 1000 WHERE id = $1', ctx), [4]);
     const upd = exec(b, writer.plan('UPDATE counters SET n = n + 1 WHERE id = $1', ctx), [4]);
-    await new Promise((r) => setTimeout(r, 100));
+    await blockedOnLock(b);
     await a.query('COMMIT');
     expect((await upd).count).toBe(0);
     await expectNewEqualsUp(db.direct, counters());
