@@ -15,6 +15,7 @@ import { cpuTimes } from './lib/proc.ts';
 import { MAPPING, SETUP_SQL } from './lib/schema.ts';
 import { fmt, median, ms } from './lib/stats.ts';
 import {
+  bunBin,
   type Proc,
   pgbouncerBin,
   startPgbouncer,
@@ -55,7 +56,8 @@ async function main(): Promise<void> {
         proc = await startSwitchyard(work, up, {
           name: `sy${i}`,
           root,
-          mappings: kind === 'mapped' ? [MAPPING] : [],
+          mappings: kind === 'mapped' || kind === 'mapped-bun' ? [MAPPING] : [],
+          runtime: kind.endsWith('-bun') ? bunBin() : undefined,
         });
       procs.push(proc);
       targets.push({ name: s, port: proc.port, proc });

@@ -101,6 +101,8 @@ export interface SwitchyardOptions {
   maxClientConnections?: number;
   /** Another checkout to run instead of this one (before/after comparisons). */
   root?: string;
+  /** The runtime binary to start it with (default: this Node). */
+  runtime?: string;
 }
 
 export async function startSwitchyard(workDir: string, up: Upstream, o: SwitchyardOptions): Promise<Proc> {
@@ -125,7 +127,7 @@ export async function startSwitchyard(workDir: string, up: Upstream, o: Switchya
   const logFile = path.join(workDir, `${o.name}.log`);
   const fd = openSync(logFile, 'a');
   const child = spawn(
-    process.execPath,
+    o.runtime ?? process.execPath,
     [...(o.nodeArgs ?? []), path.join(o.root ?? ROOT, 'bin/switchyard.js'), 'proxy', '--config', configFile],
     {
       cwd: dir,
@@ -204,4 +206,11 @@ export async function startPgbouncer(workDir: string, up: Upstream, bin: string)
     pid: () => pid,
     stop: () => stopChild(child, pid),
   };
+}
+
+/** Bun, for runtime comparisons: SWITCHYARD_BENCH_BUN, or the one npm installed. */
+export function bunBin(): string {
+  const bin = process.env.SWITCHYARD_BENCH_BUN ?? path.join(ROOT, 'node_modules/.bin/bun');
+  if (!existsSync(bin)) throw new Error(`no Bun at ${bin} (npm i bun, or set SWITCHYARD_BENCH_BUN)`);
+  return bin;
 }

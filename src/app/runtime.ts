@@ -8,7 +8,10 @@ import { type Reloader, watchConfig } from '../config/watch.ts';
 import { rulesCompiler } from '../proxy/rules-adapter.ts';
 import type { SessionRules } from '../proxy/rules-port.ts';
 import { type ListenAddress, ProxyServer } from '../proxy/server.ts';
+import { BUN_SOCKETS, bunSockets } from '../transport/bun.ts';
+import { NODE_SOCKETS } from '../transport/net.ts';
 import { clientTls, upstreamTls } from '../transport/tls.ts';
+import type { SocketLayer } from '../transport/transport.ts';
 
 export interface RuntimeOptions {
   loaded: LoadedConfig;
@@ -32,6 +35,20 @@ export interface Runtime {
   shutdown(drainTimeoutMs?: number, abort?: Promise<void>): Promise<void>;
 }
 
+/**
+ * Bun's native sockets where the process runs on Bun and the side is plain
+ * TCP; node:net otherwise (TLS is taken up in-band through node:tls).
+ * SWITCHYARD_SOCKETS=node forces node:net (comparisons).
+ */
+function socketLayer(clientTls: boolean, upstreamTls: boolean): SocketLayer {
+  if (!bunSockets || process.env.SWITCHYARD_SOCKETS === 'node') return NODE_SOCKETS;
+  return {
+    name: `${clientTls ? 'node:net' : 'bun'}/${upstreamTls ? 'node:net' : 'bun'}`,
+    listen: clientTls ? NODE_SOCKETS.listen : BUN_SOCKETS.listen,
+    connect: upstreamTls ? NODE_SOCKETS.connect : BUN_SOCKETS.connect,
+  };
+}
+
 export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const { logger } = opts;
   const store = await ConfigStore.create(opts.loaded, rulesCompiler());
@@ -42,6 +59,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     listen: opts.listen,
     tls: config.listen.tls ? clientTls(config.listen.tls) : undefined,
     upstreamSecure: upstreamTls(config.upstream),
+    sockets: socketLayer(!!config.listen.tls, config.upstream.sslmode !== 'disable'),
   });
   const address = await proxy.listen();
   const startedAt = new Date();

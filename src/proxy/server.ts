@@ -4,8 +4,8 @@ import type { Logger } from 'pino';
 import { upstreamAddress } from '../config/load.ts';
 import type { ConfigStore } from '../config/store.ts';
 import { metrics } from '../metrics.ts';
-import { connectTcp, listenTcp, probeTcp } from '../transport/net.ts';
-import type { Listener, TlsUpgrade, Transport } from '../transport/transport.ts';
+import { NODE_SOCKETS, probeTcp } from '../transport/net.ts';
+import type { Listener, SocketLayer, TlsUpgrade, Transport } from '../transport/transport.ts';
 import { errorResponse } from '../wire/writer.ts';
 import type { SessionRules } from './rules-port.ts';
 import { Session } from './session.ts';
@@ -18,6 +18,8 @@ export interface ProxyOptions {
   listen?: { host: string; port: number };
   tls?: TlsUpgrade;
   upstreamSecure?: TlsUpgrade;
+  /** How to listen and connect (default: node:net). */
+  sockets?: SocketLayer;
 }
 
 export interface ListenAddress {
@@ -33,7 +35,11 @@ export class ProxyServer {
   /** Refused clients still reading their error. */
   private refused = new Set<Transport>();
 
-  constructor(private readonly opts: ProxyOptions) {}
+  private readonly sockets: SocketLayer;
+
+  constructor(private readonly opts: ProxyOptions) {
+    this.sockets = opts.sockets ?? NODE_SOCKETS;
+  }
 
   get connections(): number {
     return this.sessions.size;
@@ -45,14 +51,14 @@ export class ProxyServer {
 
   async listen(): Promise<ListenAddress> {
     const l = this.opts.listen ?? this.opts.store.current.config.listen;
-    this.listener = await listenTcp(
+    this.listener = await this.sockets.listen(
       l.host,
       l.port,
       (t) => this.accept(t),
       (err) => this.opts.logger.error({ err }, 'listener error'),
     );
     const addr = this.listener.address;
-    this.opts.logger.info({ host: addr.address, port: addr.port }, 'listening');
+    this.opts.logger.info({ host: addr.address, port: addr.port, sockets: this.sockets.name }, 'listening');
     return addr;
   }
 
@@ -93,7 +99,7 @@ export class ProxyServer {
     const session = new Session(socket, {
       store: this.opts.store,
       upstream: this.upstream,
-      connect: connectTcp,
+      connect: this.sockets.connect,
       logger: this.opts.logger,
       maxMessageBytes: config.limits.maxMessageBytes,
       startupTimeoutMs: config.limits.startupTimeoutMs,

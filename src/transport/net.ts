@@ -1,6 +1,6 @@
 // The transport over node:net: one Socket per connection.
 import net from 'node:net';
-import type { ConnectOptions, Listener, Transport, TransportHandlers } from './transport.ts';
+import type { ConnectOptions, Listener, SocketLayer, Transport, TransportHandlers } from './transport.ts';
 
 export class NetTransport implements Transport {
   readonly remote: string;
@@ -164,3 +164,5 @@ export function listenTcp(
     });
   });
 }
+
+export const NODE_SOCKETS: SocketLayer = { name: 'node:net', listen: listenTcp, connect: connectTcp };

@@ -58,6 +58,21 @@ export type Connector = (opts: ConnectOptions) => Promise<Transport>;
 /** Upgrades a connection to TLS (the SSLRequest exchange already done or done by the upgrader). */
 export type TlsUpgrade = (t: Transport) => Promise<Transport>;
 
+/** Accepts incoming connections on host:port. */
+export type Listen = (
+  host: string,
+  port: number,
+  accept: (t: Transport) => void,
+  onError: (err: Error) => void,
+) => Promise<Listener>;
+
+/** A socket layer: how the proxy listens and connects. */
+export interface SocketLayer {
+  name: string;
+  listen: Listen;
+  connect: Connector;
+}
+
 export interface Listener {
   readonly address: { address: string; port: number; family: string };
   /** Stops accepting; resolves when the listening socket is closed. */

@@ -79,11 +79,12 @@ export interface ProxyProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** The real CLI, `node bin/switchyard.js proxy --config FILE`, in a child process. */
+/** The real CLI, `node bin/switchyard.js proxy --config FILE` (or another runtime's), in a child process. */
 export async function startProxyProcess(
   db: Pick<TestDatabase, 'host' | 'port' | 'url' | 'name'>,
   extra: Record<string, unknown> = {},
   env: NodeJS.ProcessEnv = {},
+  runtime: string = process.execPath,
 ): Promise<ProxyProcess> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sy-cfg-'));
   const configPath = path.join(dir, 'switchyard.yaml');
@@ -97,7 +98,7 @@ export async function startProxyProcess(
   };
   write(extra);
   const bin = path.resolve(import.meta.dirname, '../../bin/switchyard.js');
-  const child = spawn(process.execPath, [bin, 'proxy', '--config', configPath], {
+  const child = spawn(runtime, [bin, 'proxy', '--config', configPath], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
