@@ -831,7 +831,7 @@ export class Session {
     return extra.length ? [msg, ...extra] : undefined;
   }
 
-  private onExecute(msg: Buffer): undefined {
+  private onExecute(msg: Buffer): Buffer | undefined {
     this.beginRound();
     const e = readExecute(msg);
     const portal = this.portals.get(e.portal);
@@ -845,6 +845,15 @@ export class Session {
       start: performance.now(),
       observer,
     });
+    // A write without RETURNING ends in CommandComplete whatever row limit the
+    // client asks for (pgjdbc's executeUpdate asks for 1). Its rewrite returns
+    // the proxy's own count row: under a limit the server would stop at that row
+    // with PortalSuspended and the client would never get its command tag.
+    if (e.maxRows !== 0 && portal?.shape?.kind === 'mirror' && !portal.shape.returning) {
+      const unlimited = Buffer.from(msg);
+      unlimited.writeInt32BE(0, unlimited.length - 4);
+      return unlimited;
+    }
     return undefined;
   }
 
