@@ -8,7 +8,7 @@
 // is exactly when an operator reaches for the kill switch.
 import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
-import { Planner, parseSearchPath, searchPathChange } from '../rules/planner.ts';
+import { Planner, parseSearchPath, roleChanges, searchPathChange } from '../rules/planner.ts';
 import { compileRules, type RuleSet } from '../rules/ruleset.ts';
 import { registerMirrorTargets } from './mirror-errors.ts';
 import { NO_RULES, type SessionRules } from './rules-port.ts';
@@ -51,6 +51,7 @@ function sessionRules(ruleset: RuleSet): CompiledRules {
     active: true,
     plan: (sql, ctx) => planner.plan(sql, ctx),
     searchPathChange,
+    roleChanges,
     parseSearchPath,
   };
   registerMirrorTargets(session, new Map(ruleset.mappings.map((m) => [m.name, m.new])));

@@ -46,6 +46,8 @@ export interface SessionRules {
   active: boolean;
   plan(sql: string, ctx: PlanContext): Plan;
   searchPathChange(sql: string): { value: string[] | null; local: boolean } | undefined;
+  /** SET ROLE / SESSION AUTHORIZATION changes in the text, in order ("$user" follows them). */
+  roleChanges?(sql: string): { what: 'role' | 'session'; role: string | null; local: boolean }[];
   parseSearchPath(text: string): string[];
 }
 

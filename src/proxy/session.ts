@@ -122,6 +122,12 @@ export class Session {
   private savepoints: { name: string; path: string[] }[] = [];
   /** Tag of the last CommandComplete while txSearchPath is kept: COMMIT or ROLLBACK. */
   private lastTag = '';
+  /** Whom "$user" names after SET ROLE / SET SESSION AUTHORIZATION (undefined: the login role). */
+  private roles: Roles = {};
+  /** SET LOCAL ROLE ...: in force until the transaction ends. */
+  private localRoles?: Roles;
+  /** roles when the current transaction began, kept once it changes them: ROLLBACK restores them. */
+  private txRoles?: Roles;
   /** Some statement was prepared rewritten: Bind/Describe/Close/Execute must be followed even with no rules. */
   private everRewritten = false;
   private statements = new Map<string, StatementInfo>();
@@ -543,7 +549,7 @@ export class Session {
   private planContext(): PlanContext {
     return {
       searchPath: this.localSearchPath ?? this.searchPath,
-      user: this.user,
+      user: currentRole(this.localRoles ?? this.roles) ?? this.user,
       killSwitch: this.killSwitch,
       onUnmirrorable: this.snap.config.onUnmirrorable,
       version: this.snap.version,
@@ -579,6 +585,7 @@ export class Session {
   private trackSearchPath(sql: string): void {
     if (!this.rulesApply) return;
     if (this.txStatus !== 0x49 && TX_CONTROL.test(sql)) this.trackSavepoint(sql);
+    this.trackRoles(sql);
     if (!SEARCH_PATH_HINT.test(sql)) return;
     const change = this.snap.rules.session.searchPathChange(sql);
     if (!change) return;
@@ -589,6 +596,22 @@ export class Session {
     }
     if (this.txStatus !== 0x49 && this.txSearchPath === undefined) this.txSearchPath = this.searchPath;
     this.searchPath = value;
+  }
+
+  /** SET ROLE and SET SESSION AUTHORIZATION change what "$user" names (savepoint rollbacks are not followed). */
+  private trackRoles(sql: string): void {
+    for (const c of this.snap.rules.session.roleChanges?.(sql) ?? []) {
+      const apply = (r: Roles): Roles =>
+        c.what === 'role' ? { ...r, role: c.role ?? undefined } : { session: c.role ?? undefined };
+      if (c.local) {
+        // SET LOCAL outside a transaction block has no effect.
+        if (this.txStatus !== 0x49) this.localRoles = apply(this.localRoles ?? this.roles);
+        continue;
+      }
+      if (this.txStatus !== 0x49 && this.txRoles === undefined) this.txRoles = this.roles;
+      this.roles = apply(this.roles);
+      this.localRoles = undefined;
+    }
   }
 
   private trackSavepoint(sql: string): void {
@@ -612,10 +635,14 @@ export class Session {
     this.localSearchPath = undefined;
     this.portals.clear();
     this.savepoints.length = 0;
-    if (this.txSearchPath !== undefined && (previous === 0x45 || this.lastTag.startsWith('ROLLBACK'))) {
+    const rolledBack = previous === 0x45 || this.lastTag.startsWith('ROLLBACK');
+    if (this.txSearchPath !== undefined && rolledBack) {
       this.searchPath = this.txSearchPath;
     }
     this.txSearchPath = undefined;
+    if (this.txRoles !== undefined && rolledBack) this.roles = this.txRoles;
+    this.txRoles = undefined;
+    this.localRoles = undefined;
     this.lastTag = '';
   }
 
@@ -1005,7 +1032,10 @@ export class Session {
       case Backend.EmptyQueryResponse:
       case Backend.PortalSuspended: {
         const shape = e ? this.queue.currentShape(e) : undefined;
-        if (this.txSearchPath !== undefined && type === Backend.CommandComplete) {
+        if (
+          (this.txSearchPath !== undefined || this.txRoles !== undefined) &&
+          type === Backend.CommandComplete
+        ) {
           this.lastTag = msg.toString('latin1', 5, Math.min(msg.length - 1, 13));
         }
         if (shape?.kind === 'mirror' && type === Backend.CommandComplete) {
@@ -1089,7 +1119,8 @@ export class Session {
 
 const FORWARD: StatementShape = { kind: 'forward' };
 const NONE: Buffer[] = [];
-const SEARCH_PATH_HINT = /search_path|reset\s+all|discard\s+all/i;
+// A Unicode-escaped name (SET U&"\0073earch_path") can spell search_path without the word.
+const SEARCH_PATH_HINT = /search_path|reset\s+all|discard\s+all|u&"/i;
 const DEALLOCATE_HINT = /^\s*(discard|deallocate)/i;
 const TX_CONTROL = /^\s*(savepoint|release|rollback)/i;
 const SAVEPOINT_STMT =
@@ -1109,6 +1140,15 @@ function isFatal(msg: Buffer): boolean {
 
 function printable(type: number): string {
   return type >= 0x20 && type < 0x7f ? `"${String.fromCharCode(type)}"` : `0x${type.toString(16)}`;
+}
+
+interface Roles {
+  role?: string;
+  session?: string;
+}
+
+function currentRole(r: Roles): string | undefined {
+  return r.role ?? r.session;
 }
 
 function searchPathFromOptions(options: string | undefined): string | undefined {

@@ -16,7 +16,7 @@ import {
 import { PlanCache } from '../sql/plan-cache.ts';
 import { Prefilter } from '../sql/prefilter.ts';
 import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
-import { DEFAULT_SEARCH_PATH, effectiveSchemas } from '../sql/search-path.ts';
+import { DEFAULT_SEARCH_PATH, effectiveSchemas, setConfigSearchPath } from '../sql/search-path.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { indexAt, isKeyword, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
 import { type BodyReason, planBody } from './bodies.ts';
@@ -43,6 +43,7 @@ export type UnmirroredReason =
   | 'where_current_of'
   | 'parse_error'
   | 'unsupported'
+  | 'volatile_predicate'
   | BodyReason;
 
 /** Plans are cached and shared between sessions: treat them as read-only. */
@@ -401,6 +402,7 @@ export class Planner {
             bytes: parsed.bytes,
             readEdits,
             serverVersion: this.rules.serverVersion,
+            catalogFirst: schemas()[0] === 'pg_catalog',
             exactColumns: inBody,
           });
           if (r.ok) {
@@ -411,7 +413,7 @@ export class Planner {
             note('mirrored_write', m.name);
             continue;
           }
-          reason = 'unsupported';
+          reason = r.code ?? 'unsupported';
           detail = r.reason;
         }
         unmirrored ??= { mapping: m.name, reason, ...(detail ? { detail } : {}) };
@@ -523,6 +525,7 @@ export class Planner {
         copy: 'COPY into a mapped table',
         truncate: 'TRUNCATE of a mapped table',
         where_current_of: 'WHERE CURRENT OF on a mapped table',
+        volatile_predicate: detail ?? 'a key-moving UPDATE whose WHERE calls a function',
         parse_error: 'SQL switchyard cannot parse',
         unsupported: detail ?? 'this statement form',
         function_body: detail ?? 'a write in a function body',
@@ -537,7 +540,7 @@ export class Planner {
   }
 }
 
-const SEARCH_PATH_HINT = /search_path|reset|discard/i;
+const SEARCH_PATH_HINT = /search_path|reset|discard|u&"/i;
 
 /** The search_path change a simple-Query or Parse text makes, if any (the last one wins). */
 export function searchPathChange(sql: string): SearchPathChange | undefined {
@@ -555,6 +558,7 @@ export function searchPathChange(sql: string): SearchPathChange | undefined {
 
 function searchPathChangeOf(s: ParsedStatement): SearchPathChange | undefined {
   if (s.kind === 'DiscardStmt' && s.node.target === 'DISCARD_ALL') return { value: null, local: false };
+  if (s.kind === 'SelectStmt') return setConfigSearchPath(s.node);
   if (s.kind !== 'VariableSetStmt') return undefined;
   const n = s.node;
   const local = n.is_local === true;
@@ -567,4 +571,48 @@ function searchPathChangeOf(s: ParsedStatement): SearchPathChange | undefined {
     .map((a: Node) => a.A_Const?.sval?.sval)
     .filter((x: unknown): x is string => typeof x === 'string' && x !== '');
   return { value, local };
+}
+
+/** A change of the role "$user" names: `role` null returns to the session user (login or SET SESSION AUTHORIZATION). */
+export interface RoleChange {
+  /** Which setting: the current role (SET ROLE) or the session user (SET SESSION AUTHORIZATION). */
+  what: 'role' | 'session';
+  role: string | null;
+  local: boolean;
+}
+
+const ROLE_HINT = /\brole\b|authorization|discard/i;
+
+/**
+ * The role changes a text makes, in order: SET [SESSION|LOCAL] ROLE, RESET
+ * ROLE, SET ROLE NONE, SET/RESET SESSION AUTHORIZATION, DISCARD ALL. Only
+ * "$user" in the search_path depends on them.
+ */
+export function roleChanges(sql: string): RoleChange[] {
+  if (!ROLE_HINT.test(sql)) return [];
+  let parsed: ParsedSql;
+  try {
+    parsed = parseSql(sql);
+  } catch {
+    return [];
+  }
+  const out: RoleChange[] = [];
+  for (const s of parsed.statements) {
+    if (s.kind === 'DiscardStmt' && s.node.target === 'DISCARD_ALL') {
+      out.push({ what: 'session', role: null, local: false });
+      continue;
+    }
+    if (s.kind !== 'VariableSetStmt') continue;
+    const n = s.node;
+    const what = n.name === 'role' ? 'role' : n.name === 'session_authorization' ? 'session' : undefined;
+    if (what === undefined) continue;
+    const local = n.is_local === true;
+    const arg: unknown = n.args?.[0]?.A_Const?.sval?.sval;
+    if (n.kind === 'VAR_SET_VALUE' && typeof arg === 'string') {
+      out.push({ what, role: what === 'role' && arg === 'none' ? null : arg, local });
+    } else if (n.kind === 'VAR_RESET' || n.kind === 'VAR_SET_DEFAULT') {
+      out.push({ what, role: null, local });
+    }
+  }
+  return out;
 }
