@@ -26,6 +26,7 @@ import {
   SSL_NO,
 } from '../wire/writer.ts';
 import { countMirroredStatementError } from './mirror-errors.ts';
+import { disguise as disguiseRepeated, restore as restoreRepeated } from './repeated-request.ts';
 import { Kind, type Observer, ReplyQueue } from './reply-queue.ts';
 import {
   errorText,
@@ -58,7 +59,11 @@ export interface SessionDeps {
   onClose: (s: Session) => void;
 }
 
-const MAX_STARTUP_PACKET = 10_000;
+/** Postgres's MAX_STARTUP_PACKET_LENGTH counts the body after the length word: 10000 + 4 in all. */
+const MAX_STARTUP_PACKET = 10_000 + 4;
+/** What Postgres says when bytes follow an SSLRequest/GSSENCRequest before its answer was read. */
+const INJECTION_DETAIL =
+  'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.';
 /** Size of the buffer server reads land in: as large as libuv's default read. */
 const SERVER_READ_BYTES = 64 * 1024;
 const PASSTHROUGH_OBSERVER = (): Observer => ({
@@ -99,6 +104,21 @@ export class Session {
   private phase: 'startup' | 'auth' | 'ready' = 'startup';
   private startupBuf: Buffer = Buffer.alloc(0);
   private startupTimer?: NodeJS.Timeout;
+  /**
+   * Encryption requests already answered, as Postgres keeps them (ssl_done,
+   * gss_done): a refusal marks its own kind, an accepted TLS both, and a
+   * request of a kind already marked is read as a startup packet.
+   */
+  private sslDone = false;
+  private gssDone = false;
+  /** The code of a repeated encryption request sent on disguised (see repeated-request.ts). */
+  private repeatedRequest?: number;
+  /**
+   * The startup asked for a protocol other than 3.x: the server refuses it and
+   * closes, in the old protocol's framing for 1.x and 2.x ('E' + text). Its
+   * bytes go to the client as they come, unframed.
+   */
+  private rawReply = false;
   private clientScanner?: MessageScanner;
   private serverScanner?: MessageScanner;
   private readBuf?: Buffer;
@@ -159,7 +179,15 @@ export class Session {
     this.attachClient(socket);
     this.startupTimer = setTimeout(() => {
       metrics.connectionsRejected.inc({ reason: 'startup_timeout' });
-      this.fatal('08P01', `startup not completed within ${deps.startupTimeoutMs} ms`);
+      const why = `startup not completed within ${deps.startupTimeoutMs} ms`;
+      // Before a whole startup packet Postgres's own timeout exits without a
+      // word (StartupPacketTimeoutHandler): a client that never spoke hears nothing.
+      if (this.phase === 'startup') {
+        this.deps.logger.warn({ client: this.remote }, why);
+        this.close(why);
+      } else {
+        this.fatal('08P01', why);
+      }
     }, deps.startupTimeoutMs);
     this.startupTimer.unref();
   }
@@ -173,7 +201,14 @@ export class Session {
     this.client = socket;
     socket.on('data', (chunk: Buffer) => this.onClientData(chunk));
     socket.on('error', (err) => this.close(`client error: ${err.message}`));
-    socket.on('close', () => this.close('client closed'));
+    socket.on('close', () => {
+      // Part of a startup packet, then EOF: Postgres logs "incomplete startup packet" and closes.
+      if (this.phase === 'startup' && this.startupBuf.length > 0 && !this.closed) {
+        this.dropStartup('incomplete startup packet');
+      } else {
+        this.close('client closed');
+      }
+    });
   }
 
   // ---- startup phase -------------------------------------------------------
@@ -198,10 +233,12 @@ export class Session {
 
   private onStartupData(chunk: Buffer): void {
     this.startupBuf = this.startupBuf.length === 0 ? chunk : Buffer.concat([this.startupBuf, chunk]);
-    while (this.phase === 'startup' && this.startupBuf.length >= 4) {
+    while (!this.closed && this.phase === 'startup' && this.startupBuf.length >= 4) {
       const len = this.startupBuf.readInt32BE(0);
       if (len < 8 || len > MAX_STARTUP_PACKET) {
-        throw new ProtocolError(`invalid startup packet length ${len}`, 'bad_startup');
+        // node-postgres's end() right after connect() sends Terminate here.
+        this.dropStartup(`invalid length of startup packet (${len})`);
+        return;
       }
       if (this.startupBuf.length < len) return;
       const packet = this.startupBuf.subarray(0, len);
@@ -210,40 +247,80 @@ export class Session {
     }
   }
 
+  /**
+   * One untyped packet, judged as ProcessStartupPacket does: what Postgres
+   * refuses without a reply is closed without one; what it answers (a repeated
+   * encryption request or an unsupported protocol version is a FATAL 0A000, a
+   * bad layout 08P01) is sent on to the server, which answers itself.
+   */
   private onStartupPacket(packet: Buffer): void {
-    const startup = readStartup(packet);
-    switch (startup.code) {
-      case StartupCode.SSLRequest:
-        if (this.deps.tls) {
-          // Bytes already here were sent in the clear before the handshake: anyone
-          // on the path could have injected them (CVE-2021-23214). Refuse, as Postgres does.
-          if (this.startupBuf.length > 0) {
-            throw new ProtocolError('received unencrypted data after SSL request', 'bad_startup');
-          }
-          this.client.removeAllListeners('data');
-          this.client.write('S');
-          this.upgradeClient();
-        } else {
-          this.client.write(SSL_NO);
+    const code = packet.readInt32BE(4);
+    if (code === StartupCode.CancelRequest) {
+      this.relayCancel(packet);
+      return;
+    }
+    if (code === StartupCode.SSLRequest && !this.sslDone) {
+      this.sslDone = true;
+      if (this.deps.tls) {
+        // Bytes already here were sent in the clear before the handshake: anyone
+        // on the path could have injected them (CVE-2021-23214). Refuse them.
+        if (this.startupBuf.length > 0) {
+          this.refuseInjected('received unencrypted data after SSL request');
+          return;
         }
+        this.gssDone = true;
+        this.client.removeAllListeners('data');
+        this.client.write('S');
+        this.upgradeClient();
         return;
-      case StartupCode.GSSENCRequest:
-        this.client.write(SSL_NO);
-        return;
-      case StartupCode.CancelRequest:
-        this.relayCancel(packet);
-        return;
+      }
+      this.client.write(SSL_NO);
+      if (this.startupBuf.length > 0) this.refuseInjected('received unencrypted data after SSL request');
+      return;
     }
-    if (startup.code >> 16 !== 3) {
-      throw new ProtocolError(
-        `unsupported frontend protocol ${startup.code >> 16}.${startup.code & 0xffff}`,
-        'bad_startup',
-      );
+    if (code === StartupCode.GSSENCRequest && !this.gssDone) {
+      this.gssDone = true;
+      this.client.write(SSL_NO);
+      if (this.startupBuf.length > 0) {
+        this.refuseInjected('received unencrypted data after GSSAPI encryption request');
+      }
+      return;
     }
+    if (code >> 16 !== 3) {
+      this.startupViolation(`unsupported frontend protocol ${code >>> 16}.${code & 0xffff}`);
+    }
+    const repeated = code === StartupCode.SSLRequest || code === StartupCode.GSSENCRequest;
+    if (repeated) this.repeatedRequest = code;
+    else if (code >> 16 !== 3) this.rawReply = true;
+    const startup = readStartup(packet);
     const rest = this.startupBuf;
     this.startupBuf = Buffer.alloc(0);
-    this.onStartupMessage(startup, Buffer.from(packet));
+    this.onStartupMessage(startup, repeated ? disguiseRepeated(packet) : Buffer.from(packet));
     if (rest.length > 0) this.holdEarly(Buffer.from(rest));
+  }
+
+  /** A startup-phase violation that Postgres answers by closing without a reply: counted and logged only. */
+  private dropStartup(message: string): void {
+    this.startupViolation(message);
+    this.close(message);
+  }
+
+  /** Clear-text bytes behind an encryption request: Postgres's FATAL, word for word. */
+  private refuseInjected(message: string): void {
+    this.startupViolation(message);
+    if (!this.client.destroyed && this.client.writable) {
+      this.client.end(errorResponse({ severity: 'FATAL', code: '08P01', message, detail: INJECTION_DETAIL }));
+    }
+    this.close(message);
+  }
+
+  /** Operators see every startup violation, whoever answers it (or nobody). */
+  private startupViolation(message: string): void {
+    metrics.protocolErrors.inc({ reason: 'bad_startup' });
+    this.deps.logger.warn(
+      { client: this.remote, reason: 'bad_startup', error: message },
+      'protocol violation',
+    );
   }
 
   /**
@@ -411,6 +488,10 @@ export class Session {
   private onServerData(chunk: Buffer): void {
     this.bytesOut += chunk.length;
     metrics.bytes.inc({ direction: 'server_to_client' }, chunk.length);
+    if (this.rawReply) {
+      this.forward(this.client, this.upstream!, [chunk]);
+      return;
+    }
     try {
       this.forward(this.client, this.upstream!, this.serverScanner!.push(chunk));
     } catch (e) {
@@ -820,7 +901,7 @@ export class Session {
     });
     this.queue.push({ kind: Kind.Bind, swallow: false });
     if (serverName !== b.statement || formats !== b.resultFormats) {
-      out.push(rebind(msg, b.portal, serverName, b.paramsStart, b.paramsEnd, formats));
+      out.push(rebind(msg, b.portal, serverName, b.paramsStart, b.paramsEnd, formats, b.resultsEnd));
     } else {
       out.push(msg);
     }
@@ -947,11 +1028,14 @@ export class Session {
       );
     } else if (type === Backend.ErrorResponse) {
       this.serverSaidFatal = true;
-      const e = errorText(msg);
+      const restored =
+        this.repeatedRequest === undefined ? undefined : restoreRepeated(msg, this.repeatedRequest);
+      const e = errorText(restored ?? msg);
       this.deps.logger.info(
         { client: this.remote, user: this.user, code: e.code, error: e.message },
         'startup refused',
       );
+      return restored;
     } else if (type === Backend.Authentication) {
       return stripChannelBinding(msg);
     }
