@@ -8,6 +8,7 @@
 // is exactly when an operator reaches for the kill switch.
 import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
+import { defaultPathFor } from '../rules/path-defaults.ts';
 import { Planner, parseSearchPath, roleChanges, searchPathChange } from '../rules/planner.ts';
 import { compileRules, type RuleSet } from '../rules/ruleset.ts';
 import { registerMirrorTargets } from './mirror-errors.ts';
@@ -53,6 +54,10 @@ function sessionRules(ruleset: RuleSet): CompiledRules {
     searchPathChange,
     roleChanges,
     parseSearchPath,
+    defaultSearchPath: (role) => {
+      const d = defaultPathFor(ruleset.searchPathDefaults, role);
+      return d === undefined ? undefined : parseSearchPath(d);
+    },
   };
   registerMirrorTargets(session, new Map(ruleset.mappings.map((m) => [m.name, m.new])));
   return { ruleset, session };

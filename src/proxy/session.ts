@@ -369,7 +369,8 @@ export class Session {
     this.database = startup.params.get('database') || this.user;
     const rules = this.deps.store.current.rules.session;
     const sp = startup.params.get('search_path') ?? searchPathFromOptions(startup.params.get('options'));
-    if (sp !== undefined) this.searchPath = this.defaultSearchPath = rules.parseSearchPath(sp);
+    const start = sp !== undefined ? rules.parseSearchPath(sp) : rules.defaultSearchPath?.(this.user);
+    if (start !== undefined) this.searchPath = this.defaultSearchPath = start;
     this.connectUpstream(packet);
   }
 

@@ -8,6 +8,7 @@ import type { Config, MappingConfig } from '../config/schema.ts';
 import { parseQualifiedName, quoteIdent, quoteQualified } from '../sql/ident.ts';
 import { loadParser } from '../sql/parse.ts';
 import type { ColumnExpr, ColumnInfo, ColumnOrigin, CompiledMapping, ResolvedTable } from './mapping.ts';
+import { readSearchPathDefaults, type SearchPathDefaults } from './path-defaults.ts';
 import {
   createDeleteKeysFunctionSql,
   deleteKeysFunction,
@@ -31,6 +32,8 @@ export interface RuleSet {
    * session's search_path needs to know which schemas hold a table of that name.
    */
   relations: Set<string>;
+  /** search_path defaults of roles and of this database (ALTER ROLE/DATABASE ... SET search_path). */
+  searchPathDefaults?: SearchPathDefaults;
 }
 
 export function relationKey(schema: string, name: string): string {
@@ -106,6 +109,7 @@ export async function compileRules(config: Config, opts: CompileOptions = {}): P
       database: info.rows[0].db,
       serverVersion: Math.floor(Number(info.rows[0].v) / 10000),
       relations: new Set(rel.rows.map((r) => relationKey(r.nspname, r.relname))),
+      searchPathDefaults: await readSearchPathDefaults(client),
     };
   } finally {
     await client.end().catch(() => {});

@@ -27,6 +27,18 @@ const acct: MappingDefinition = {
   down: { id: 'id', v: 'v' },
 };
 
+/** Mapped in a schema no default search_path names: only a role's default reaches it unqualified. */
+const items: MappingDefinition = {
+  name: 'app-items',
+  old: 'app.items',
+  new: 'app.items_v2',
+  key: ['id'],
+  up: { id: 'id', v: 'v' },
+  down: { id: 'id', v: 'v' },
+};
+
+const config = (s: Parameters<typeof mappingConfig>[1] = {}) => mappingConfig([acct, items], s);
+
 beforeAll(async () => {
   db = await freshDatabase('nres');
   evil = `evil_${db.name.slice(-10)}`;
@@ -42,11 +54,17 @@ beforeAll(async () => {
     CREATE SCHEMA ${evil} AUTHORIZATION ${evil};
     CREATE TABLE ${evil}.acct (id int PRIMARY KEY, v text);
     ALTER TABLE ${evil}.acct OWNER TO ${evil};
+    CREATE SCHEMA app;
+    CREATE TABLE app.items (id int PRIMARY KEY, v text);
+    CREATE TABLE app.items_v2 (id int PRIMARY KEY, v text);
+    CREATE TABLE public.items (id int PRIMARY KEY, v text);
+    GRANT USAGE ON SCHEMA app TO ${plain};
+    GRANT ALL ON app.items, app.items_v2, public.items TO ${plain};
     GRANT USAGE ON SCHEMA shadow TO ${evil}, ${plain};
     GRANT ALL ON shadow.acct, public.acct, public.acct_v2 TO ${plain};
     -- evil may not touch new: a write of its own table must not be made to.
     GRANT ALL ON shadow.acct TO ${evil};`);
-  proxy = await startProxy(db, mappingConfig([acct]));
+  proxy = await startProxy(db, config());
 });
 
 afterAll(async () => {
@@ -61,7 +79,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  await db.query(`TRUNCATE acct, acct_v2, shadow.acct, ${evil}.acct`);
+  await db.query(`TRUNCATE acct, acct_v2, shadow.acct, ${evil}.acct, app.items, app.items_v2, public.items`);
   await db.query(`ALTER ROLE ${plain} IN DATABASE ${db.name} RESET search_path`);
   await db.query(
     "INSERT INTO acct VALUES (1, 'one'), (2, 'two'); INSERT INTO acct_v2 VALUES (1, 'one'), (2, 'two')",
@@ -130,18 +148,18 @@ describe('Unicode-escaped names of the mapped table are mirrored', () => {
   }
 
   it('a switched read of an escaped name reads new', async () => {
-    await applyConfig(proxy, db, mappingConfig([acct], { reads: 'new' }));
+    await applyConfig(proxy, db, config({ reads: 'new' }));
     try {
       await db.query("INSERT INTO acct_v2 VALUES (50, 'only in new')");
       const r = await withClient((c) => c.query(`SELECT v FROM U&"!0061cct" UESCAPE '!' WHERE id = 50`));
       expect(r.rows).toEqual([{ v: 'only in new' }]);
     } finally {
-      await applyConfig(proxy, db, mappingConfig([acct]));
+      await applyConfig(proxy, db, config());
     }
   });
 
   it('onUnmirrorable: reject refuses TRUNCATE U&"\\0061cct" and counts it', async () => {
-    await applyConfig(proxy, db, mappingConfig([acct], { onUnmirrorable: 'reject' }));
+    await applyConfig(proxy, db, config({ onUnmirrorable: 'reject' }));
     try {
       const n = await unmirrored('truncate');
       const err = await withClient((c) => c.query(`TRUNCATE U&"!0061cct" UESCAPE '!'`).catch((e) => e));
@@ -150,7 +168,7 @@ describe('Unicode-escaped names of the mapped table are mirrored', () => {
       expect(await unmirrored('truncate')).toBe(n + 1);
       expect((await state()).old).toEqual([1, 2]);
     } finally {
-      await applyConfig(proxy, db, mappingConfig([acct]));
+      await applyConfig(proxy, db, config());
     }
   });
 
@@ -278,6 +296,31 @@ describe('a name Postgres resolves to another relation never reaches new', () =>
     expect(s.old).toEqual([1, 2, 61, 63]);
     expect(s.new).toEqual([1, 2, 61, 63]);
     expect(s.shadow).toEqual([60, 62, 64]);
+  });
+
+  it("ALTER ROLE ... SET search_path to the mapped table's schema: the role's sessions start there, mirrored", async () => {
+    await db.query(`ALTER ROLE ${plain} IN DATABASE ${db.name} SET search_path = app`);
+    // Role defaults are read with the catalog, when the mappings are compiled.
+    const fresh = await startProxy(db, config());
+    try {
+      const c = new pg.Client({ connectionString: fresh.url({ user: plain }) });
+      await c.connect();
+      try {
+        await c.query("INSERT INTO items VALUES (1, 'a')");
+        await c.query('SET search_path = public');
+        await c.query("INSERT INTO items VALUES (2, 'public')");
+        await c.query('RESET search_path');
+        await c.query("INSERT INTO items VALUES (3, 'c')");
+      } finally {
+        await c.end();
+      }
+      const app = await ids('app.items');
+      expect(app).toEqual([1, 3]);
+      expect(await ids('app.items_v2')).toEqual(app);
+      expect(await ids('public.items')).toEqual([2]);
+    } finally {
+      await fresh.close();
+    }
   });
 
   it('the mapped table itself, qualified, is still mirrored in the same session', async () => {
