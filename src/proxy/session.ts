@@ -890,7 +890,11 @@ export class Session {
     if (info) serverName = info.serverName;
     const shape: StatementShape = plan?.rewritten ? (plan.statements[0] ?? FORWARD) : FORWARD;
     let formats = b.resultFormats;
-    if (shape.kind === 'mirror' && shape.returning && formats.length > 1) formats = [...formats, 0];
+    // 65535 result formats fit no RETURNING list (the server refuses them either
+    // way) and leave the 16-bit count no room for the proxy's extra column.
+    if (shape.kind === 'mirror' && shape.returning && formats.length > 1 && formats.length < 0xffff) {
+      formats = [...formats, 0];
+    }
     this.portals.set(b.portal, {
       shape,
       observer: this.observerFor(plan),

@@ -244,7 +244,7 @@ async function rawSession(port: number, database: string) {
 }
 
 /** A Bind with explicit counts, which may disagree with what follows (pg-protocol wraps counts at 65536). */
-function bindMessage(nFormats: number, nValues: number, values: string[]): Buffer {
+function bindMessage(nFormats: number, nValues: number, values: string[], resultFormats = [0]): Buffer {
   const parts: Buffer[] = [Buffer.from('\0\0')];
   const u16 = (v: number) => {
     const b = Buffer.alloc(2);
@@ -257,7 +257,7 @@ function bindMessage(nFormats: number, nValues: number, values: string[]): Buffe
     len.writeInt32BE(Buffer.byteLength(v));
     parts.push(len, Buffer.from(v));
   }
-  parts.push(u16(1), u16(0));
+  parts.push(u16(resultFormats.length), ...resultFormats.map(u16));
   const body = Buffer.concat(parts);
   const out = Buffer.alloc(5 + body.length);
   out[0] = 0x42;
@@ -299,6 +299,32 @@ describe('on a bare socket', () => {
     expect(replies[0].map((x) => x.split(' ')[0])).toEqual(['1', '2', 'D', 'D', 'D', 's', 'Z']);
     // The portal was suspended after 3 rows and closed at Sync: the INSERT ran whole, and was mirrored.
     expect(await checkEqual(viaProxy, m, 'raw INSERT with 65535 typed parameters')).toBe(rows);
+  });
+
+  it('65535 result formats on a mirrored INSERT ... RETURNING: the server’s refusal, and the session goes on', async () => {
+    const parse = serialize.parse({ text: 'INSERT INTO users (id) VALUES ($1) RETURNING id, email' });
+    const bind = bindMessage(0, 1, ['5'], new Array(65_535).fill(0));
+    const replies: string[][] = [];
+    for (const [port, db] of [
+      [proxy.port, viaProxy.name],
+      [direct.port, direct.name],
+    ] as const) {
+      const s = await rawSession(port, db);
+      try {
+        const r1 = await s.exchange(parse, bind, serialize.execute({}), serialize.sync());
+        const r2 = await s.exchange(serialize.query('SELECT 7'));
+        replies.push([...r1, ...r2]);
+      } finally {
+        s.close();
+      }
+    }
+    // The rewritten statement returns one more column than the client's, which the message counts.
+    const strip = (r: string[]) => r.map((x) => x.replace(/query has \d+ columns/, 'query has N columns'));
+    expect(strip(replies[0])).toEqual(strip(replies[1]));
+    expect(replies[1][1]).toMatch(
+      /"C":"08P01","M":"bind message has 65535 result formats but query has 2 columns"/,
+    );
+    expect((await viaProxy.query('SELECT count(*)::int AS c FROM users')).rows).toEqual([{ c: 0 }]);
   });
 
   it('65536 parameters: the error the server gives (node-postgres wraps the counts to 0)', async () => {
