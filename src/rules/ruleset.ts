@@ -7,6 +7,7 @@ import { ConfigError, upstreamAddress } from '../config/load.ts';
 import type { Config, MappingConfig } from '../config/schema.ts';
 import { parseQualifiedName, quoteIdent, quoteQualified } from '../sql/ident.ts';
 import { loadParser } from '../sql/parse.ts';
+import { expressionProblem } from './expr-check.ts';
 import type { ColumnExpr, ColumnInfo, ColumnOrigin, CompiledMapping, ResolvedTable } from './mapping.ts';
 import { readSearchPathDefaults, type SearchPathDefaults } from './path-defaults.ts';
 import {
@@ -167,6 +168,18 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
   const down: ColumnExpr[] | undefined = m.down
     ? Object.entries(m.down).map(([column, expr]) => ({ column, expr }))
     : undefined;
+  // Before any SQL of ours is built around them (see expr-check.ts).
+  const sides = { up, down: down ?? [] };
+  for (const [side, list] of Object.entries(sides)) {
+    for (const x of list) {
+      const problem = expressionProblem(x.expr);
+      if (problem) {
+        throw new ConfigError(
+          `${where}: ${side} expression ${JSON.stringify(x.expr)} for column ${x.column} ${problem}`,
+        );
+      }
+    }
+  }
 
   for (const u of up) {
     if (!newNames.has(u.column)) {
@@ -228,14 +241,14 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
       await explain(
         client,
         `SELECT (${u.expr})::${newType.get(u.column)} FROM ${qualified(oldT.table)} AS ${OLD_ROW_ALIAS}`,
-        `${where}: up expression for column ${u.column} (${u.expr})`,
+        `${where}: up expression ${JSON.stringify(u.expr)} for column ${u.column}`,
       );
     }
     for (const d of down ?? []) {
       await explain(
         client,
         `SELECT (${d.expr})::${oldType.get(d.column)} FROM ${qualified(newT.table)}`,
-        `${where}: down expression for column ${d.column} (${d.expr})`,
+        `${where}: down expression ${JSON.stringify(d.expr)} for column ${d.column}`,
       );
     }
     // The mirror's own upsert: assignment casts, the ON CONFLICT arbiter, privileges.
