@@ -1,6 +1,7 @@
-// `npm test`: every test on a throwaway PG 18 (embedded, works on a fresh
-// machine), then the protocol and rules suites again on PG 15 when a system
-// install is present. Ends with one summary line: "N passed, N failed".
+// `npm test`: the client test dependencies (scripts/setup-test-deps.sh), then
+// every test on a throwaway PG 18 (embedded, works on a fresh machine), then
+// the protocol and rules suites again on PG 15 when a system install is
+// present. Ends with one summary line: "N passed, N failed".
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -35,6 +36,14 @@ if (process.env.SWITCHYARD_TEST_DATABASE_URL) {
   });
 } else {
   console.log('note: no system Postgres install found; version-sensitive suites run on PG 18 only');
+}
+
+// The client tests (psycopg 3, pgjdbc) need Python and Java packages: installed
+// here when missing, so the one test command works on a fresh machine.
+const setup = spawnSync('bash', [path.resolve('scripts/setup-test-deps.sh')], { stdio: 'inherit' });
+if (setup.status !== 0) {
+  console.log('\nscripts/setup-test-deps.sh failed: the client tests cannot run (see above)');
+  process.exit(1);
 }
 
 let passed = 0;

@@ -46,8 +46,14 @@ export async function run(argv: string[]): Promise<number> {
   try {
     runtime = await startRuntime({ loaded, logger, watch: true });
   } catch (e) {
-    const msg =
-      e instanceof ConfigError ? `invalid config ${configPath}: ${e.message}` : (e as Error).message;
+    // A config the catalog check refused is reported like one the schema
+    // refused: one line on stderr. Other failures are also logged, for the
+    // log pipeline of a process that was expected to run.
+    if (e instanceof ConfigError) {
+      process.stderr.write(`switchyard proxy: invalid config ${configPath}: ${e.message}\n`);
+      return 2;
+    }
+    const msg = (e as Error).message;
     logger.fatal({ error: msg }, 'cannot start');
     logger.flush?.();
     process.stderr.write(`switchyard proxy: ${msg}\n`);

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Lexer, parse as parseYaml, YAMLParseError } from 'yaml';
-import type { z } from 'zod';
+import { formatIssues } from './issues.ts';
 import { type Config, configSchema } from './schema.ts';
 
 export class ConfigError extends Error {
@@ -65,17 +65,6 @@ export function interpolateEnv(text: string, env: NodeJS.ProcessEnv = process.en
   return out;
 }
 
-export function formatIssues(error: z.ZodError): string {
-  return error.issues
-    .map((i) => {
-      const where = i.path.length > 0 ? i.path.join('.') : '(root)';
-      if (i.code === 'unrecognized_keys')
-        return `${where}: unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.join(', ')}`;
-      return `${where}: ${i.message}`;
-    })
-    .join('; ');
-}
-
 export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.env): Config {
   let raw: unknown;
   try {
@@ -89,7 +78,7 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
     throw new ConfigError('config must be a YAML mapping');
   }
   const parsed = configSchema.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error));
+  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error, raw));
   return parsed.data;
 }
 

@@ -91,11 +91,16 @@ export const mappingSchema = z
   .strict()
   .superRefine((m, ctx) => {
     if (m.reads === 'new' && !m.down) {
-      ctx.addIssue({ code: 'custom', path: ['down'], message: 'is required when reads is new' });
+      ctx.addIssue({
+        code: 'custom',
+        path: [],
+        message:
+          'missing required key down: reads: new serves reads from the new table, so every old column needs an SQL expression over the new row',
+      });
     }
     for (const k of m.key) {
       if (!(k in m.up)) {
-        ctx.addIssue({ code: 'custom', path: ['key'], message: `key column ${k} has no up expression` });
+        ctx.addIssue({ code: 'custom', path: ['key'], message: `column ${k} has no up expression` });
       }
     }
   });
@@ -130,7 +135,7 @@ export const configSchema = z
         ctx.addIssue({
           code: 'custom',
           path: ['mappings', i, 'name'],
-          message: `duplicate mapping name ${m.name}`,
+          message: 'another mapping has the same name',
         });
       }
       seen.add(m.name);

@@ -223,7 +223,11 @@ export class ClientMessages implements FrameSink {
     if (info) serverName = info.serverName;
     const shape: StatementShape = plan?.rewritten ? (plan.statements[0] ?? FORWARD) : FORWARD;
     let formats = b.resultFormats;
-    if (shape.kind === 'mirror' && shape.returning && formats.length > 1) formats = [...formats, 0];
+    // 65535 result formats fit no RETURNING list (the server refuses them either
+    // way) and leave the 16-bit count no room for the proxy's extra column.
+    if (shape.kind === 'mirror' && shape.returning && formats.length > 1 && formats.length < 0xffff) {
+      formats = [...formats, 0];
+    }
     statements.bindPortal(b.portal, {
       shape,
       observer: round.observerFor(plan),
@@ -235,7 +239,7 @@ export class ClientMessages implements FrameSink {
     });
     queue.push({ kind: Kind.Bind, swallow: false });
     if (serverName !== b.statement || formats !== b.resultFormats) {
-      out.push(rebind(msg, b.portal, serverName, b.paramsStart, b.paramsEnd, formats));
+      out.push(rebind(msg, b.portal, serverName, b.paramsStart, b.paramsEnd, formats, b.resultsEnd));
     } else {
       out.push(msg);
     }
@@ -271,7 +275,7 @@ export class ClientMessages implements FrameSink {
     return extra.length ? [msg, ...extra] : undefined;
   }
 
-  private onExecute(msg: Buffer): undefined {
+  private onExecute(msg: Buffer): Buffer | undefined {
     const { queue, round, statements } = this.d;
     round.begin();
     const e = readExecute(msg);
@@ -286,6 +290,15 @@ export class ClientMessages implements FrameSink {
       start: performance.now(),
       observer,
     });
+    // A write without RETURNING ends in CommandComplete whatever row limit the
+    // client asks for (pgjdbc's executeUpdate asks for 1). Its rewrite returns
+    // the proxy's own count row: under a limit the server would stop at that row
+    // with PortalSuspended and the client would never get its command tag.
+    if (e.maxRows !== 0 && portal?.shape?.kind === 'mirror' && !portal.shape.returning) {
+      const unlimited = Buffer.from(msg);
+      unlimited.writeInt32BE(0, unlimited.length - 4);
+      return unlimited;
+    }
     return undefined;
   }
 

@@ -8,7 +8,8 @@
 // is exactly when an operator reaches for the kill switch.
 import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
-import { Planner, parseSearchPath, searchPathChange } from '../rules/planner.ts';
+import { defaultPathFor } from '../rules/path-defaults.ts';
+import { Planner, parseSearchPath, roleChanges, searchPathChange } from '../rules/planner.ts';
 import { compileRules, type RuleSet } from '../rules/ruleset.ts';
 import { registerMirrorTargets } from './mirror-errors.ts';
 import { NO_RULES, type SessionRules } from './rules-port.ts';
@@ -51,7 +52,12 @@ function sessionRules(ruleset: RuleSet): CompiledRules {
     active: true,
     plan: (sql, ctx) => planner.plan(sql, ctx),
     searchPathChange,
+    roleChanges,
     parseSearchPath,
+    defaultSearchPath: (role) => {
+      const d = defaultPathFor(ruleset.searchPathDefaults, role);
+      return d === undefined ? undefined : parseSearchPath(d);
+    },
   };
   registerMirrorTargets(session, new Map(ruleset.mappings.map((m) => [m.name, m.new])));
   return { ruleset, session };

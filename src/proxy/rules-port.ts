@@ -46,6 +46,10 @@ export interface SessionRules {
   active: boolean;
   plan(sql: string, ctx: PlanContext): Plan;
   searchPathChange(sql: string): { value: string[] | null; local: boolean } | undefined;
+  /** SET ROLE / SESSION AUTHORIZATION changes in the text, in order ("$user" follows them). */
+  roleChanges?(sql: string): { what: 'role' | 'session'; role: string | null; local: boolean }[];
+  /** The search_path a session of this role starts with when its startup packet sets none. */
+  defaultSearchPath?(role: string): string[] | undefined;
   parseSearchPath(text: string): string[];
 }
 

@@ -62,6 +62,14 @@ export class Session {
   private serverReplies?: ServerReplies;
   /** The server sent a FATAL error: it explained the close itself. */
   private serverSaidFatal = false;
+  /** The code of a repeated encryption request sent on disguised (see repeated-request.ts). */
+  private repeatedRequest?: number;
+  /**
+   * The startup asked for a protocol other than 3.x: the server refuses it and
+   * closes, in the old protocol's framing for 1.x and 2.x ('E' + text). Its
+   * bytes go to the client as they come, unframed.
+   */
+  private rawReply = false;
   user = '';
   database = '';
   bytesIn = 0;
@@ -77,7 +85,15 @@ export class Session {
     this.bindClient(client);
     this.startupTimer = setTimeout(() => {
       metrics.connectionsRejected.inc({ reason: 'startup_timeout' });
-      this.fatal('08P01', `startup not completed within ${deps.startupTimeoutMs} ms`);
+      const why = `startup not completed within ${deps.startupTimeoutMs} ms`;
+      // Before a whole startup packet Postgres's own timeout exits without a
+      // word (StartupPacketTimeoutHandler): a client that never spoke hears nothing.
+      if (this.phase === 'startup') {
+        this.deps.logger.warn({ client: this.remote }, why);
+        this.close(why);
+      } else {
+        this.fatal('08P01', why);
+      }
     }, deps.startupTimeoutMs);
     this.startupTimer.unref();
   }
@@ -96,7 +112,12 @@ export class Session {
     this.client = t;
     t.bind({
       data: (chunk) => this.onClientData(chunk),
-      closed: (err) => this.close(err ? `client error: ${err.message}` : 'client closed'),
+      closed: (err) => {
+        if (err) this.close(`client error: ${err.message}`);
+        // Part of a startup packet, then EOF: Postgres logs "incomplete startup packet" and closes.
+        else if (this.startup?.partial && !this.closed) this.dropStartup('incomplete startup packet');
+        else this.close('client closed');
+      },
     });
   }
 
@@ -123,14 +144,33 @@ export class Session {
   private onStartupData(reader: StartupReader, chunk: Buffer): void {
     for (const event of reader.push(chunk)) {
       if (event.kind !== 'startup') {
-        if (!negotiate(event, this, this.deps)) return;
+        if (!negotiate(event, reader, this, this.deps)) return;
         continue;
       }
       this.startup = undefined;
+      // What Postgres refuses with a reply goes to the server, which refuses it in its own words.
+      if (event.violation) this.startupViolation(event.violation);
+      this.repeatedRequest = event.repeated;
+      this.rawReply = event.violation !== undefined && event.repeated === undefined;
       this.onStartupMessage(event.startup.params, event.packet);
       if (event.rest.length > 0) this.holdEarly(event.rest);
       return;
     }
+  }
+
+  /** A startup-phase violation that Postgres answers by closing without a reply: counted and logged only. */
+  private dropStartup(message: string): void {
+    this.startupViolation(message);
+    this.close(message);
+  }
+
+  /** Operators see every startup violation, whoever answers it (or nobody). */
+  startupViolation(message: string): void {
+    metrics.protocolErrors.inc({ reason: 'bad_startup' });
+    this.deps.logger.warn(
+      { client: this.remote, reason: 'bad_startup', error: message },
+      'protocol violation',
+    );
   }
 
   /** TLS is up: the session reads and writes the secure transport from now on. */
@@ -163,7 +203,8 @@ export class Session {
     );
     const rules = this.deps.store.current.rules.session;
     const sp = params.get('search_path') ?? searchPathFromOptions(params.get('options'));
-    if (sp !== undefined) this.sql.startWith(rules.parseSearchPath(sp));
+    const start = sp !== undefined ? rules.parseSearchPath(sp) : rules.defaultSearchPath?.(this.user);
+    if (start !== undefined) this.sql.startWith(start);
     const target = this.deps.upstream();
     openUpstream(target, this.deps.connect, () => this.serverReadBuffer()).then(
       (up) => this.upstreamReady(up, packet),
@@ -241,6 +282,10 @@ export class Session {
   private onServerData(chunk: Buffer): void {
     this.bytesOut += chunk.length;
     metrics.bytes.inc({ direction: 'server_to_client' }, chunk.length);
+    if (this.rawReply) {
+      this.forward(this.client, this.upstream!, [chunk]);
+      return;
+    }
     try {
       this.forward(this.client, this.upstream!, this.serverScanner!.push(chunk));
     } catch (e) {
@@ -267,7 +312,7 @@ export class Session {
   };
 
   private onAuthReply(type: number, msg: Buffer): Buffer | undefined {
-    const r = authReply(type, msg);
+    const r = authReply(type, msg, this.repeatedRequest);
     if (r === undefined) return undefined;
     if ('ready' in r) {
       this.phase = 'ready';
@@ -283,12 +328,12 @@ export class Session {
     }
     if ('refused' in r) {
       this.serverSaidFatal = true;
-      const e = errorText(msg);
+      const e = errorText(r.refused ?? msg);
       this.deps.logger.info(
         { client: this.remote, user: this.user, code: e.code, error: e.message },
         'startup refused',
       );
-      return undefined;
+      return r.refused;
     }
     return r.replace;
   }

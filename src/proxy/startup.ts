@@ -7,10 +7,14 @@ import { metrics } from '../metrics.ts';
 import type { Connector, TlsUpgrade, Transport } from '../transport/transport.ts';
 import { AUTH_SASL, Backend, StartupCode } from '../wire/codes.ts';
 import { readStartup, type StartupPacket } from '../wire/reader.ts';
-import { ProtocolError } from '../wire/scanner.ts';
-import { SSL_NO } from '../wire/writer.ts';
+import { errorResponse, SSL_NO } from '../wire/writer.ts';
+import { disguise, restore } from './repeated-request.ts';
 
-const MAX_STARTUP_PACKET = 10_000;
+/** Postgres's MAX_STARTUP_PACKET_LENGTH counts the body after the length word: 10000 + 4 in all. */
+const MAX_STARTUP_PACKET = 10_000 + 4;
+/** What Postgres says when bytes follow an SSLRequest/GSSENCRequest before its answer was read. */
+const INJECTION_DETAIL =
+  'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.';
 
 export interface UpstreamTarget {
   host: string;
@@ -22,18 +26,46 @@ export interface UpstreamTarget {
 
 /** What the startup packets asked for, in order. */
 export type StartupEvent =
+  /** A violation Postgres answers by closing without a reply. */
+  | { kind: 'drop'; why: string }
   /** `trailing`: more bytes followed the request before any answer (sent in the clear). */
   | { kind: 'ssl'; trailing: boolean }
-  | { kind: 'gssenc' }
+  | { kind: 'gssenc'; trailing: boolean }
   | { kind: 'cancel'; packet: Buffer }
-  | { kind: 'startup'; startup: StartupPacket; packet: Buffer; rest: Buffer };
+  | {
+      kind: 'startup';
+      startup: StartupPacket;
+      /** What to send the server (a repeated encryption request disguised, see repeated-request.ts). */
+      packet: Buffer;
+      /** Client bytes after the packet, for after authentication. */
+      rest: Buffer;
+      /** The code of a repeated SSLRequest/GSSENCRequest, whose refusal the server words for another version. */
+      repeated?: number;
+      /** A protocol other than 3.x: the server refuses it, in the old framing for 1.x and 2.x. */
+      violation?: string;
+    };
 
 /**
- * Reads the length-prefixed packets a client sends before its startup
- * message. Throws ProtocolError where Postgres would refuse the connection.
+ * Reads the untyped packets a client sends before its startup message, as
+ * ProcessStartupPacket judges them: a bad length is dropped without a word;
+ * the first SSLRequest and the first GSSENCRequest are answered; a repeated
+ * one, or an unsupported protocol version, goes to the server, which refuses
+ * it in its own words.
  */
 export class StartupReader {
   private buf: Buffer = Buffer.alloc(0);
+  private sslDone = false;
+  private gssDone = false;
+
+  /** Part of a packet is buffered: EOF now is Postgres's "incomplete startup packet". */
+  get partial(): boolean {
+    return this.buf.length > 0;
+  }
+
+  /** TLS was taken up: a further request of either kind is a repeated one. */
+  tlsTaken(): void {
+    this.sslDone = this.gssDone = true;
+  }
 
   push(chunk: Buffer): StartupEvent[] {
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
@@ -41,32 +73,42 @@ export class StartupReader {
     while (this.buf.length >= 4) {
       const len = this.buf.readInt32BE(0);
       if (len < 8 || len > MAX_STARTUP_PACKET) {
-        throw new ProtocolError(`invalid startup packet length ${len}`, 'bad_startup');
+        // node-postgres's end() right after connect() sends Terminate here.
+        events.push({ kind: 'drop', why: `invalid length of startup packet (${len})` });
+        return events;
       }
       if (this.buf.length < len) break;
       const packet = this.buf.subarray(0, len);
       this.buf = this.buf.subarray(len);
-      const startup = readStartup(packet);
-      switch (startup.code) {
-        case StartupCode.SSLRequest:
-          events.push({ kind: 'ssl', trailing: this.buf.length > 0 });
-          continue;
-        case StartupCode.GSSENCRequest:
-          events.push({ kind: 'gssenc' });
-          continue;
-        case StartupCode.CancelRequest:
-          events.push({ kind: 'cancel', packet });
-          return events;
+      const code = packet.readInt32BE(4);
+      if (code === StartupCode.CancelRequest) {
+        events.push({ kind: 'cancel', packet: Buffer.from(packet) });
+        return events;
       }
-      if (startup.code >> 16 !== 3) {
-        throw new ProtocolError(
-          `unsupported frontend protocol ${startup.code >> 16}.${startup.code & 0xffff}`,
-          'bad_startup',
-        );
+      if (code === StartupCode.SSLRequest && !this.sslDone) {
+        this.sslDone = true;
+        events.push({ kind: 'ssl', trailing: this.buf.length > 0 });
+        if (this.buf.length > 0) return events;
+        continue;
       }
+      if (code === StartupCode.GSSENCRequest && !this.gssDone) {
+        this.gssDone = true;
+        events.push({ kind: 'gssenc', trailing: this.buf.length > 0 });
+        if (this.buf.length > 0) return events;
+        continue;
+      }
+      const repeated = code === StartupCode.SSLRequest || code === StartupCode.GSSENCRequest;
       const rest = Buffer.from(this.buf);
       this.buf = Buffer.alloc(0);
-      events.push({ kind: 'startup', startup, packet: Buffer.from(packet), rest });
+      events.push({
+        kind: 'startup',
+        startup: readStartup(packet),
+        packet: repeated ? disguise(packet) : Buffer.from(packet),
+        rest,
+        repeated: repeated ? code : undefined,
+        violation:
+          code >> 16 !== 3 ? `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}` : undefined,
+      });
       return events;
     }
     return events;
@@ -86,31 +128,48 @@ export interface NegotiationHost {
   replaceClient(t: Transport): void;
   closed: boolean;
   close(why: string): void;
+  /** Counts and logs a startup violation, whoever answers it (or nobody). */
+  startupViolation(message: string): void;
 }
 
-/** Answers SSLRequest / GSSENCRequest and relays CancelRequest. Returns false once the client socket is handed over or closed. */
-export function negotiate(event: StartupEvent, host: NegotiationHost, deps: NegotiationDeps): boolean {
+/**
+ * Answers SSLRequest / GSSENCRequest (taking up TLS when configured), relays
+ * CancelRequest, drops what Postgres drops. Returns false once the client
+ * connection is handed over or closed.
+ */
+export function negotiate(
+  event: Exclude<StartupEvent, { kind: 'startup' }>,
+  reader: StartupReader,
+  host: NegotiationHost,
+  deps: NegotiationDeps,
+): boolean {
   switch (event.kind) {
-    case 'ssl':
-      if (!deps.tls) {
-        host.client.write([SSL_NO]);
-        return true;
-      }
-      // Bytes already here were sent in the clear before the handshake: anyone
-      // on the path could have injected them (CVE-2021-23214). Refuse, as Postgres does.
-      if (event.trailing)
-        throw new ProtocolError('received unencrypted data after SSL request', 'bad_startup');
-      host.client.write([SSL_YES]);
-      deps.tls(host.client).then(
-        (secure) => {
-          if (host.closed) secure.destroy();
-          else host.replaceClient(secure);
-        },
-        (err: Error) => host.close(`TLS handshake failed: ${err.message}`),
-      );
+    case 'drop':
+      host.startupViolation(event.why);
+      host.close(event.why);
       return false;
+    case 'ssl':
+      if (deps.tls && !event.trailing) {
+        reader.tlsTaken();
+        host.client.write([SSL_YES]);
+        deps.tls(host.client).then(
+          (secure) => {
+            if (host.closed) secure.destroy();
+            else host.replaceClient(secure);
+          },
+          (err: Error) => host.close(`TLS handshake failed: ${err.message}`),
+        );
+        return false;
+      }
+      // Bytes already here were sent in the clear before the answer: anyone on
+      // the path could have injected them (CVE-2021-23214). Refuse them.
+      if (!deps.tls) host.client.write([SSL_NO]);
+      if (event.trailing) return refuseInjected(host, 'received unencrypted data after SSL request');
+      return true;
     case 'gssenc':
       host.client.write([SSL_NO]);
+      if (event.trailing)
+        return refuseInjected(host, 'received unencrypted data after GSSAPI encryption request');
       return true;
     case 'cancel': {
       // The client holds the server's own key data (BackendKeyData is relayed
@@ -126,9 +185,17 @@ export function negotiate(event: StartupEvent, host: NegotiationHost, deps: Nego
       host.close('cancel request');
       return false;
     }
-    default:
-      return true;
   }
+}
+
+/** Clear-text bytes behind an encryption request: Postgres's FATAL, word for word. */
+function refuseInjected(host: NegotiationHost, message: string): false {
+  host.startupViolation(message);
+  if (host.client.writable) {
+    host.client.end(errorResponse({ severity: 'FATAL', code: '08P01', message, detail: INJECTION_DETAIL }));
+  }
+  host.close(message);
+  return false;
 }
 
 const SSL_YES = Buffer.from('S');
@@ -197,11 +264,13 @@ export function openUpstream(
 }
 
 /** What an authentication-phase server message means to the session. */
-export type AuthReply = { ready: number } | { refused: true } | { replace: Buffer } | undefined;
+export type AuthReply = { ready: number } | { refused: Buffer | undefined } | { replace: Buffer } | undefined;
 
-export function authReply(type: number, msg: Buffer): AuthReply {
+/** `repeated`: the code of a repeated encryption request the server was asked as another version. */
+export function authReply(type: number, msg: Buffer, repeated?: number): AuthReply {
   if (type === Backend.ReadyForQuery) return { ready: msg[5] };
-  if (type === Backend.ErrorResponse) return { refused: true };
+  if (type === Backend.ErrorResponse)
+    return { refused: repeated === undefined ? undefined : restore(msg, repeated) };
   if (type === Backend.Authentication) {
     const stripped = stripChannelBinding(msg);
     return stripped ? { replace: stripped } : undefined;

@@ -6,7 +6,13 @@
 // (its later calls are never seen), dynamic SQL that may name one, a write
 // inside an expression or loop query.
 import { type ParsedStatement, scanTokens, type Token } from '../sql/parse.ts';
-import { functionBody, type PlpgsqlBody, PlpgsqlError, plpgsqlBody } from '../sql/plpgsql.ts';
+import {
+  type FunctionBody,
+  functionBody,
+  type PlpgsqlBody,
+  PlpgsqlError,
+  plpgsqlBody,
+} from '../sql/plpgsql.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
 
 /** What the planner says about one statement text of a body. */
@@ -60,11 +66,16 @@ export function planBody(
   const fb = functionBody(stmt, bytes, tokens);
   const stmtText = bytes.subarray(stmt.start, stmt.end).toString('utf8');
   if (!fb) {
-    // BEGIN ATOMIC, E'' literals, C functions: nothing the proxy rewrites.
-    const mapping = p.mentions(stmtText);
-    if (!mapping) return NONE;
+    // BEGIN ATOMIC bodies are parsed with the statement: their writes show as nested ones.
     if (stmt.kind === 'CreateFunctionStmt' && stmt.node.sql_body) {
-      return { kind: 'unmirrored', mapping, reason: 'function_body', detail: 'a BEGIN ATOMIC function body' };
+      const writes = p.mentions(stmtText) && p.plan(stmtText).writes;
+      if (!writes) return NONE;
+      return {
+        kind: 'unmirrored',
+        mapping: writes,
+        reason: 'function_body',
+        detail: 'a BEGIN ATOMIC body that writes',
+      };
     }
     return NONE;
   }
@@ -115,8 +126,7 @@ export function planBody(
   }
   for (const q of body.otherQueries) {
     if (!p.mentions(q)) continue;
-    let r = p.plan(q);
-    if (r.unmirrored?.reason === 'parse_error') r = p.plan(`SELECT ${q}`);
+    const r = p.plan(q);
     if (r.writes !== undefined) {
       return {
         kind: 'unmirrored',
@@ -141,13 +151,14 @@ export function planBody(
     let text: string;
     if (r.writes === undefined || r.returning) {
       // PL/pgSQL takes INTO out wherever it stands; the mirrored form returns the client's columns.
-      text = s.into ? `${r.sql} ${s.into}` : r.sql;
+      // New lines: the rewritten text, and the INTO clause as PL/pgSQL cut it out, may end in a -- comment.
+      text = s.into ? `${r.sql}\n${s.into}\n` : r.sql;
     } else {
       if (s.into)
         return inner({ mapping: r.writes, reason: 'unsupported', detail: 'INTO without RETURNING' }, what);
       // The mirrored form is a SELECT of the row count; a nested block keeps FOUND and ROW_COUNT.
       text =
-        `DECLARE ${COUNT_VAR} bigint; BEGIN ${r.sql} INTO ${COUNT_VAR}; ` +
+        `DECLARE ${COUNT_VAR} bigint; BEGIN ${r.sql}\nINTO ${COUNT_VAR}; ` +
         `PERFORM FROM pg_catalog.generate_series(1, ${COUNT_VAR}); END`;
     }
     edits.push({ start: s.start, end: s.end, text });
@@ -156,12 +167,21 @@ export function planBody(
   return rewrite(fb, spliceBytes(bodyBytes, edits), writes ?? mapping);
 }
 
-function rewrite(
-  fb: NonNullable<ReturnType<typeof functionBody>>,
-  body: string,
-  mapping: string,
-): BodyResult {
-  return { kind: 'rewrite', mapping, edits: [{ ...fb.literal, text: fb.encode(body) }] };
+function rewrite(fb: FunctionBody, body: string, mapping: string): BodyResult {
+  // A body in an E'' or U&'' literal is not re-encoded: its writes are counted instead.
+  if (!fb.literal) {
+    return {
+      kind: 'unmirrored',
+      mapping,
+      reason: 'function_body',
+      detail: 'a body that writes, in a string form switchyard does not rewrite',
+    };
+  }
+  return {
+    kind: 'rewrite',
+    mapping,
+    edits: [{ start: fb.literal.start, end: fb.literal.end, text: fb.literal.encode(body) }],
+  };
 }
 
 function permanent(mapping: string): BodyResult {

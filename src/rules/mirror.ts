@@ -3,9 +3,10 @@
 // image as one extra column; a sibling CTE upserts up(image) into the new
 // table, and deletes by key go through a helper function the outer query
 // joins. Everything is spliced into the client's own text.
-import { quoteIdent } from '../pg/ident.ts';
+import { quoteIdent, quoteLiteral } from '../pg/ident.ts';
 import type { ParsedStatement } from '../sql/parse.ts';
 import type { TableRef } from '../sql/refs.ts';
+import { sideEffectIn } from '../sql/side-effects.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { findTopKeyword, isKeyword, relationSpan, type StatementTokens } from '../sql/tokens.ts';
 import type { CompiledMapping } from './mapping.ts';
@@ -30,6 +31,8 @@ export interface MirrorInput {
   /** Read-switch edits elsewhere in the statement (copied text must carry them too). */
   readEdits: readonly Edit[];
   serverVersion: number;
+  /** pg_catalog is searched first for functions (it is, unless the search_path lists it later). */
+  catalogFirst?: boolean;
   /**
    * The statement's result must be exactly the client's RETURNING columns (a
    * write inside a function body, where nothing strips the row image).
@@ -39,7 +42,7 @@ export interface MirrorInput {
 
 export type MirrorResult =
   | { ok: true; edits: Edit[]; tag: WriteTag; returning: boolean }
-  | { ok: false; reason: string };
+  | { ok: false; reason: string; code?: 'volatile_predicate' };
 
 const TAGS: Record<string, WriteTag> = { InsertStmt: 'INSERT', UpdateStmt: 'UPDATE', DeleteStmt: 'DELETE' };
 
@@ -92,9 +95,20 @@ export function buildMirror(input: MirrorInput): MirrorResult {
     return { ok: false, reason: 'a target named old or new hides the RETURNING old/new row' };
   }
 
+  // The database decides whether the write reached the mapped table: the
+  // target's row type is the mapped table's only when the name resolved to it
+  // (partitions and children present their rows as the parent's type). Any
+  // other relation the session reached by that name (a temporary table, a
+  // schema first on a search_path or role the proxy did not follow) gets a
+  // NULL image, which no mirror part reads; its rows still count and return.
+  const isMapped = `pg_catalog.pg_typeof(${ref}.*) = ${quoteLiteral(rowType)}::pg_catalog.regtype`;
   const image = `ROW(${ref}.*)::${rowType}`;
-  const rowExpr = newStyle ? `ARRAY[ROW(old.*)::${rowType}, ${image}]` : image;
-  const post = newStyle ? `SELECT (w.${ROW}[2]).* FROM ${W} AS w` : `SELECT (w.${ROW}).* FROM ${W} AS w`;
+  const rowExpr = `CASE WHEN ${isMapped} THEN ${newStyle ? `ARRAY[ROW(old.*)::${rowType}, ${image}]` : image} END`;
+  // IS DISTINCT FROM NULL tests the value itself; IS NOT NULL on a row would test every field.
+  const keep = (col: string) => `WHERE ${col} IS DISTINCT FROM NULL`;
+  const post = newStyle
+    ? `SELECT (w.${ROW}[2]).* FROM ${W} AS w ${keep(`w.${ROW}`)}`
+    : `SELECT (w.${ROW}).* FROM ${W} AS w ${keep(`w.${ROW}`)}`;
 
   const edits: Edit[] = [];
   const ctes: string[] = [];
@@ -103,13 +117,24 @@ export function buildMirror(input: MirrorInput): MirrorResult {
   if (keyChange) {
     let pre: string;
     if (newStyle) {
-      pre = `SELECT (w.${ROW}[1]).* FROM ${W} AS w`;
+      pre = `SELECT (w.${ROW}[1]).* FROM ${W} AS w ${keep(`w.${ROW}`)}`;
     } else {
       // Before PG 18 an UPDATE cannot return its pre-image. A locking pre-read
       // with the same target, FROM and WHERE runs first (forced by the WHERE
       // below); it locks exactly the rows the UPDATE then changes, so its
       // images are the pre-images. No join back is needed: moved keys are
       // up(pre) minus up(post).
+      // The pre-read repeats the client's WHERE and FROM: whatever they call runs twice.
+      const effect = sideEffectIn([n.whereClause, n.fromClause], {
+        catalogFirst: input.catalogFirst ?? true,
+      });
+      if (effect !== undefined) {
+        return {
+          ok: false,
+          code: 'volatile_predicate',
+          reason: `a key-moving UPDATE whose WHERE or FROM has ${effect} before PostgreSQL 18 (its pre-read would run it twice)`,
+        };
+      }
       const setIdx = findTopKeyword(st, 'set', dml + 1);
       if (setIdx < 0) return { ok: false, reason: 'could not locate SET' };
       const fromIdx = findTopKeyword(st, 'from', setIdx + 1, (i) => !isKeyword(toks[i - 1], 'distinct'));
@@ -125,7 +150,7 @@ export function buildMirror(input: MirrorInput): MirrorResult {
           : '';
       const whereText = whereIdx >= 0 ? spliceBytes(bytes, readEdits, toks[whereIdx].start, whereEnd) : '';
       preCte =
-        `${PRE} AS MATERIALIZED (SELECT ${image} AS r FROM ${targetText}` +
+        `${PRE} AS MATERIALIZED (SELECT CASE WHEN ${isMapped} THEN ${image} END AS r FROM ${targetText}` +
         `${fromText ? `, ${fromText}` : ' '}${whereText} FOR UPDATE OF ${ref}), `;
       const gate = `(SELECT count(*) FROM ${PRE}) >= 0`;
       if (whereIdx >= 0) {
@@ -134,7 +159,7 @@ export function buildMirror(input: MirrorInput): MirrorResult {
       } else {
         edits.push({ start: whereEnd, end: whereEnd, text: ` WHERE ${gate} ` });
       }
-      pre = `SELECT (p.r).* FROM ${PRE} AS p`;
+      pre = `SELECT (p.r).* FROM ${PRE} AS p ${keep('p.r')}`;
     }
     deleteCall = callDeleteMovedKeysSql(m, pre, post);
   }

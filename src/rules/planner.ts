@@ -19,76 +19,36 @@ import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
 import { DEFAULT_SEARCH_PATH, effectiveSchemas } from '../sql/search-path.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { indexAt, isKeyword, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
-import { type BodyReason, planBody } from './bodies.ts';
+import { planBody } from './bodies.ts';
 import type { CompiledMapping } from './mapping.ts';
 import { buildMirror } from './mirror.ts';
-import { EXECUTE_HINT, type PreparedWrite, preparedQueryStart } from './prepared.ts';
-import { type RowOrigins, rowOrigins, type SwitchedColumns } from './row-origins.ts';
+import type {
+  Plan,
+  PlanContext,
+  Route,
+  SqlPrepared,
+  StatementShape,
+  UnmirroredReason,
+} from './plan-types.ts';
+import { EXECUTE_HINT, preparedQueryStart } from './prepared.ts';
+import { rowOrigins, type SwitchedColumns } from './row-origins.ts';
 import { qualified } from './rowsql.ts';
 import { type RuleSet, relationKey } from './ruleset.ts';
+import { searchPathChangeOf } from './session-settings.ts';
+import { unmirrorablePlan } from './unmirrorable.ts';
 
 export { DEFAULT_SEARCH_PATH, parseSearchPath } from '../sql/search-path.ts';
 export { ROW_COLUMN } from './mirror.ts';
-
-/** `origins`: what the RowDescription must name for the old columns a switched read presents. */
-export type StatementShape =
-  | { kind: 'forward'; origins?: RowOrigins }
-  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: true; origins?: RowOrigins }
-  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: false };
-
-export type Route = 'passthrough' | 'mirrored_write' | 'read_old' | 'read_new';
-export type UnmirroredReason =
-  | 'copy'
-  | 'truncate'
-  | 'where_current_of'
-  | 'parse_error'
-  | 'unsupported'
-  | BodyReason;
-
-/** Plans are cached and shared between sessions: treat them as read-only. */
-export interface Plan {
-  /** The text to send (=== input when nothing changed). */
-  sql: string;
-  rewritten: boolean;
-  route: Route;
-  /** '' when no mapping is involved. */
-  mapping: string;
-  /**
-   * One per top-level statement, in order. When the text was not parsed (the
-   * prefilter found no mapped name) this is a single forward entry: with
-   * `rewritten` false every statement is relayed untouched anyway.
-   */
-  statements: StatementShape[];
-  unmirrored?: { mapping: string; reason: UnmirroredReason; detail?: string };
-  /** onUnmirrorable=reject: answer SQLSTATE 0A000 with this message and send nothing. */
-  reject?: { mapping: string; message: string };
-  /** SQL PREPAREs of writes on mapped tables in the text: the session keeps them for EXECUTE. */
-  prepared?: SqlPrepared[];
-}
-
-export type SqlPrepared = PreparedWrite<StatementShape, NonNullable<Plan['unmirrored']>>;
-
-export interface PlanContext {
-  /** The search_path in force when the text starts; a SET inside the text applies to the statements after it. */
-  searchPath: string[];
-  /** What RESET / SET ... TO DEFAULT inside the text returns to (default: `"$user", public`). */
-  defaultSearchPath?: string[];
-  user: string;
-  killSwitch: boolean;
-  onUnmirrorable: 'passthrough' | 'reject';
-  version: number;
-  /** The session's SQL-prepared writes, by name (see prepared.ts). */
-  prepared?: ReadonlyMap<
-    string,
-    PreparedWrite<StatementShape, { mapping: string; reason: string; detail?: string }>
-  >;
-}
-
-export interface SearchPathChange {
-  /** null: RESET / DEFAULT (back to the session's default). */
-  value: string[] | null;
-  local: boolean;
-}
+export type {
+  Plan,
+  PlanContext,
+  Route,
+  SearchPathChange,
+  SqlPrepared,
+  StatementShape,
+  UnmirroredReason,
+} from './plan-types.ts';
+export { type RoleChange, roleChanges, searchPathChange } from './session-settings.ts';
 
 interface MappingRuntime {
   m: CompiledMapping;
@@ -189,7 +149,7 @@ export class Planner {
       // it is treated like any write that cannot be mirrored.
       const hit = this.oldNameFilters.find((f) => f.filter.matches(sql));
       if (!hit) return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
-      plan = this.unmirrorable(
+      plan = unmirrorablePlan(
         sql,
         ctx,
         hit.mapping,
@@ -262,7 +222,7 @@ export class Planner {
       if (!(e instanceof SqlParseError)) throw e;
       const hit = this.oldNameFilters.find((f) => f.filter.matches(sql));
       if (!hit) return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
-      return this.unmirrorable(sql, ctx, hit.mapping, 'parse_error', e.message, FORWARD_LIST);
+      return unmirrorablePlan(sql, ctx, hit.mapping, 'parse_error', e.message, FORWARD_LIST);
     }
     let path: readonly string[] = ctx.searchPath;
     let schemasMemo: string[] | undefined;
@@ -401,6 +361,7 @@ export class Planner {
             bytes: parsed.bytes,
             readEdits,
             serverVersion: this.rules.serverVersion,
+            catalogFirst: schemas()[0] === 'pg_catalog',
             exactColumns: inBody,
           });
           if (r.ok) {
@@ -411,7 +372,7 @@ export class Planner {
             note('mirrored_write', m.name);
             continue;
           }
-          reason = 'unsupported';
+          reason = r.code ?? 'unsupported';
           detail = r.reason;
         }
         unmirrored ??= { mapping: m.name, reason, ...(detail ? { detail } : {}) };
@@ -424,7 +385,7 @@ export class Planner {
     }
 
     if (unmirrored && ctx.onUnmirrorable === 'reject') {
-      return this.unmirrorable(
+      return unmirrorablePlan(
         sql,
         ctx,
         unmirrored.mapping,
@@ -480,7 +441,7 @@ export class Planner {
         } catch (e) {
           const hit = this.oldNameFilters.find((f) => f.filter.matches(sql));
           if (!hit) return { sql, rewritten: false, returning: false };
-          p = this.unmirrorable(
+          p = unmirrorablePlan(
             sql,
             ctx,
             hit.mapping,
@@ -501,70 +462,4 @@ export class Planner {
       mentions: (text) => this.oldNameFilters.find((f) => f.filter.matches(text))?.mapping,
     });
   }
-
-  private unmirrorable(
-    sql: string,
-    ctx: PlanContext,
-    mapping: string,
-    reason: UnmirroredReason,
-    detail: string | undefined,
-    statements: StatementShape[],
-  ): Plan {
-    const plan: Plan = {
-      sql,
-      rewritten: false,
-      route: 'passthrough',
-      mapping,
-      statements,
-      unmirrored: { mapping, reason, ...(detail ? { detail } : {}) },
-    };
-    if (ctx.onUnmirrorable === 'reject') {
-      const why: Record<UnmirroredReason, string> = {
-        copy: 'COPY into a mapped table',
-        truncate: 'TRUNCATE of a mapped table',
-        where_current_of: 'WHERE CURRENT OF on a mapped table',
-        parse_error: 'SQL switchyard cannot parse',
-        unsupported: detail ?? 'this statement form',
-        function_body: detail ?? 'a write in a function body',
-        dynamic_sql: detail ?? 'dynamic SQL in a function body',
-      };
-      plan.reject = {
-        mapping,
-        message: `switchyard: mapping ${mapping} cannot mirror ${reason === 'unsupported' ? detail || 'this statement' : why[reason]} (onUnmirrorable: reject)${reason === 'parse_error' && detail ? `: ${detail}` : ''}`,
-      };
-    }
-    return plan;
-  }
-}
-
-const SEARCH_PATH_HINT = /search_path|reset|discard/i;
-
-/** The search_path change a simple-Query or Parse text makes, if any (the last one wins). */
-export function searchPathChange(sql: string): SearchPathChange | undefined {
-  if (!SEARCH_PATH_HINT.test(sql)) return undefined;
-  let parsed: ParsedSql;
-  try {
-    parsed = parseSql(sql);
-  } catch {
-    return undefined;
-  }
-  let out: SearchPathChange | undefined;
-  for (const s of parsed.statements) out = searchPathChangeOf(s) ?? out;
-  return out;
-}
-
-function searchPathChangeOf(s: ParsedStatement): SearchPathChange | undefined {
-  if (s.kind === 'DiscardStmt' && s.node.target === 'DISCARD_ALL') return { value: null, local: false };
-  if (s.kind !== 'VariableSetStmt') return undefined;
-  const n = s.node;
-  const local = n.is_local === true;
-  if (n.kind === 'VAR_RESET_ALL') return { value: null, local: false };
-  if (n.name !== 'search_path') return undefined;
-  if (n.kind === 'VAR_RESET' || n.kind === 'VAR_SET_DEFAULT') return { value: null, local };
-  if (n.kind !== 'VAR_SET_VALUE') return undefined;
-  // Each argument is one schema name; '' (as in SET search_path = '') names none.
-  const value = (n.args ?? [])
-    .map((a: Node) => a.A_Const?.sval?.sval)
-    .filter((x: unknown): x is string => typeof x === 'string' && x !== '');
-  return { value, local };
 }

@@ -7,7 +7,9 @@ import type { Config, MappingConfig } from '../config/schema.ts';
 import { upstreamClientConfig } from '../pg/connect.ts';
 import { parseQualifiedName, quoteIdent, quoteQualified } from '../pg/ident.ts';
 import { loadParser } from '../sql/parse.ts';
+import { expressionProblem } from './expr-check.ts';
 import type { ColumnExpr, ColumnInfo, ColumnOrigin, CompiledMapping, ResolvedTable } from './mapping.ts';
+import { readSearchPathDefaults, type SearchPathDefaults } from './path-defaults.ts';
 import {
   createDeleteKeysFunctionSql,
   deleteKeysFunction,
@@ -31,6 +33,8 @@ export interface RuleSet {
    * session's search_path needs to know which schemas hold a table of that name.
    */
   relations: Set<string>;
+  /** search_path defaults of roles and of this database (ALTER ROLE/DATABASE ... SET search_path). */
+  searchPathDefaults?: SearchPathDefaults;
 }
 
 export function relationKey(schema: string, name: string): string {
@@ -78,6 +82,7 @@ export async function compileRules(config: Config, opts: CompileOptions = {}): P
       database: info.rows[0].db,
       serverVersion: Math.floor(Number(info.rows[0].v) / 10000),
       relations: new Set(rel.rows.map((r) => relationKey(r.nspname, r.relname))),
+      searchPathDefaults: await readSearchPathDefaults(client),
     };
   } finally {
     await client.end().catch(() => {});
@@ -135,6 +140,18 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
   const down: ColumnExpr[] | undefined = m.down
     ? Object.entries(m.down).map(([column, expr]) => ({ column, expr }))
     : undefined;
+  // Before any SQL of ours is built around them (see expr-check.ts).
+  const sides = { up, down: down ?? [] };
+  for (const [side, list] of Object.entries(sides)) {
+    for (const x of list) {
+      const problem = expressionProblem(x.expr);
+      if (problem) {
+        throw new ConfigError(
+          `${where}: ${side} expression ${JSON.stringify(x.expr)} for column ${x.column} ${problem}`,
+        );
+      }
+    }
+  }
 
   for (const u of up) {
     if (!newNames.has(u.column)) {
@@ -196,14 +213,14 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
       await explain(
         client,
         `SELECT (${u.expr})::${newType.get(u.column)} FROM ${qualified(oldT.table)} AS ${OLD_ROW_ALIAS}`,
-        `${where}: up expression for column ${u.column} (${u.expr})`,
+        `${where}: up expression ${JSON.stringify(u.expr)} for column ${u.column}`,
       );
     }
     for (const d of down ?? []) {
       await explain(
         client,
         `SELECT (${d.expr})::${oldType.get(d.column)} FROM ${qualified(newT.table)}`,
-        `${where}: down expression for column ${d.column} (${d.expr})`,
+        `${where}: down expression ${JSON.stringify(d.expr)} for column ${d.column}`,
       );
     }
     // The mirror's own upsert: assignment casts, the ON CONFLICT arbiter, privileges.

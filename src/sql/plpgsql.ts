@@ -14,10 +14,12 @@ export interface FunctionBody {
   temporary: boolean;
   /** The decoded body. */
   body: string;
-  /** Byte range of the body literal (quotes included) in the client's text. */
-  literal: { start: number; end: number };
-  /** How to write a changed body back in the same quoting. */
-  encode: (body: string) => string;
+  /**
+   * Byte range of the body literal (quotes included) in the client's text, and
+   * how to write a changed body back in the same quoting; undefined when the
+   * literal's form is not one the proxy re-encodes (E'', U&'').
+   */
+  literal?: { start: number; end: number; encode: (body: string) => string };
 }
 
 function sval(n: Node): string | undefined {
@@ -26,6 +28,15 @@ function sval(n: Node): string | undefined {
 
 function option(list: Node[] | undefined, name: string): Node | undefined {
   return (list ?? []).find((o: Node) => o.DefElem?.defname === name)?.DefElem;
+}
+
+/** The body of a DO or CREATE FUNCTION statement as the parser decoded it (one `AS` string). */
+export function bodyString(stmt: ParsedStatement): string | undefined {
+  const n = stmt.node;
+  if (stmt.kind === 'DoStmt') return sval(option(n.args, 'as')?.arg);
+  if (stmt.kind !== 'CreateFunctionStmt') return undefined;
+  const as = option(n.options, 'as')?.arg?.List?.items;
+  return Array.isArray(as) && as.length === 1 ? sval(as[0]) : undefined;
 }
 
 /** A dollar tag that `body` does not contain (the original one when possible). */
@@ -61,8 +72,7 @@ function literalForm(text: string): { decoded: string; encode: (b: string) => st
 
 /**
  * The body of a CREATE FUNCTION / PROCEDURE or DO statement, or undefined when
- * the statement has none in a form the proxy can decode and re-encode
- * (E'' and U&'' literals, BEGIN ATOMIC bodies, C functions).
+ * it has no single string body (BEGIN ATOMIC bodies, C functions).
  */
 export function functionBody(
   stmt: ParsedStatement,
@@ -70,17 +80,13 @@ export function functionBody(
   tokens: readonly Token[],
 ): FunctionBody | undefined {
   const n = stmt.node;
-  let body: string | undefined;
   let language: string | undefined;
   let temporary: boolean;
+  const body = bodyString(stmt);
   if (stmt.kind === 'DoStmt') {
-    body = sval(option(n.args, 'as')?.arg);
     language = sval(option(n.args, 'language')?.arg) ?? 'plpgsql';
     temporary = true;
   } else if (stmt.kind === 'CreateFunctionStmt') {
-    const as = option(n.options, 'as')?.arg?.List?.items;
-    if (!Array.isArray(as) || as.length !== 1) return undefined;
-    body = sval(as[0]);
     language = sval(option(n.options, 'language')?.arg) ?? 'sql';
     const names: string[] = (n.funcname ?? []).map((x: Node) => sval(x) ?? '');
     temporary = names.length >= 2 && /^pg_temp(_\d+)?$/.test(names[names.length - 2]);
@@ -88,21 +94,21 @@ export function functionBody(
     return undefined;
   }
   if (body === undefined) return undefined;
+  const out: FunctionBody = {
+    kind: stmt.kind === 'DoStmt' ? 'do' : 'function',
+    language: language.toLowerCase(),
+    temporary,
+    body,
+  };
   for (const t of tokens) {
     if (t.start < stmt.start || t.end > stmt.end || t.tokenName !== 'SCONST') continue;
     const form = literalForm(bytes.subarray(t.start, t.end).toString('utf8'));
     if (form && form.decoded === body) {
-      return {
-        kind: stmt.kind === 'DoStmt' ? 'do' : 'function',
-        language: language.toLowerCase(),
-        temporary,
-        body,
-        literal: { start: t.start, end: t.end },
-        encode: form.encode,
-      };
+      out.literal = { start: t.start, end: t.end, encode: form.encode };
+      break;
     }
   }
-  return undefined;
+  return out;
 }
 
 /** One SQL statement of a PL/pgSQL body, found in the body's bytes. */
@@ -119,7 +125,7 @@ export interface EmbeddedSql {
 export interface PlpgsqlBody {
   /** Plain SQL statements (PLpgSQL_stmt_execsql), in source order. */
   statements: EmbeddedSql[];
-  /** Other embedded queries (FOR ... IN query, RETURN QUERY, cursors, PERFORM, expressions). */
+  /** Other embedded statements (FOR ... IN query, RETURN QUERY, cursors, PERFORM). */
   otherQueries: string[];
   /**
    * Dynamic SQL (EXECUTE, FOR ... IN EXECUTE, RETURN QUERY EXECUTE, OPEN ...
@@ -206,7 +212,8 @@ export function plpgsqlBody(stmtText: string, body: string, bodyTokens?: readonl
         continue;
       }
       if (k === 'PLpgSQL_expr') {
-        if (typeof c.query === 'string') out.otherQueries.push(c.query);
+        // Expressions and assignments (other parse modes) cannot hold a data-modifying statement.
+        if (typeof c.query === 'string' && (c.parseMode ?? 0) === 0) out.otherQueries.push(c.query);
         continue;
       }
       const dyn = DYNAMIC_KEYS[k];

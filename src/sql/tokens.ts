@@ -42,6 +42,15 @@ export function isKeyword(t: Token | undefined, word: string): boolean {
   return t !== undefined && t.keywordName !== 'NO_KEYWORD' && t.text.toLowerCase() === word;
 }
 
+/** Index of the last token of the name part at `i`: a U&"..." identifier may be followed by UESCAPE 'c'. */
+function uescapeEnd(st: StatementTokens, i: number): number {
+  const t = st.toks[i];
+  if (!/^u&"/i.test(t.text)) return i;
+  const u = st.toks[i + 1];
+  if (u?.text.toLowerCase() !== 'uescape' || st.toks[i + 2]?.tokenName !== 'SCONST') return i;
+  return i + 2;
+}
+
 /** Byte range of a relation name starting at `location` (`a`, `a.b`, `"A" . "b"`, a trailing `*`), with a leading ONLY. */
 export function relationSpan(
   st: StatementTokens,
@@ -50,8 +59,8 @@ export function relationSpan(
 ): { start: number; end: number } | undefined {
   const i = indexAt(st, location);
   if (i < 0) return undefined;
-  let j = i;
-  while (st.toks[j + 1]?.text === '.' && st.toks[j + 2] !== undefined) j += 2;
+  let j = uescapeEnd(st, i);
+  while (st.toks[j + 1]?.text === '.' && st.toks[j + 2] !== undefined) j = uescapeEnd(st, j + 2);
   if (st.toks[j + 1]?.text === '*') j++;
   let start = st.toks[i].start;
   if (only) {

@@ -27,6 +27,14 @@ export class Reader {
     return v;
   }
 
+  /** The 16-bit counts of Parse and Bind: Postgres reads them with pq_getmsgint(msg, 2), unsigned (0..65535). */
+  uint16(): number {
+    this.need(2);
+    const v = this.buf.readUInt16BE(this.pos);
+    this.pos += 2;
+    return v;
+  }
+
   int32(): number {
     this.need(4);
     const v = this.buf.readInt32BE(this.pos);
@@ -66,8 +74,7 @@ export function readParse(msg: Buffer): ParseMessage {
   const r = new Reader(msg);
   const name = r.cstring();
   const query = r.cstring();
-  const n = r.int16();
-  if (n < 0) throw new ProtocolError('negative parameter type count', 'malformed');
+  const n = r.uint16();
   const paramTypes: number[] = [];
   for (let i = 0; i < n; i++) paramTypes.push(r.int32() >>> 0);
   return { name, query, paramTypes };
@@ -80,6 +87,8 @@ export interface BindMessage {
   paramsStart: number;
   paramsEnd: number;
   resultFormats: number[];
+  /** Where the result formats end: bytes after it are the client's, for the server to judge. */
+  resultsEnd: number;
 }
 
 export function readBind(msg: Buffer): BindMessage {
@@ -87,22 +96,19 @@ export function readBind(msg: Buffer): BindMessage {
   const portal = r.cstring();
   const statement = r.cstring();
   const paramsStart = r.pos;
-  const nFormats = r.int16();
-  if (nFormats < 0) throw new ProtocolError('negative format count', 'malformed');
+  const nFormats = r.uint16();
   r.skip(nFormats * 2);
-  const nParams = r.int16();
-  if (nParams < 0) throw new ProtocolError('negative parameter count', 'malformed');
+  const nParams = r.uint16();
   for (let i = 0; i < nParams; i++) {
     const len = r.int32();
     if (len > 0) r.skip(len);
     else if (len < -1) throw new ProtocolError('invalid parameter length', 'malformed');
   }
   const paramsEnd = r.pos;
-  const nResults = r.int16();
-  if (nResults < 0) throw new ProtocolError('negative result format count', 'malformed');
+  const nResults = r.uint16();
   const resultFormats: number[] = [];
   for (let i = 0; i < nResults; i++) resultFormats.push(r.int16());
-  return { portal, statement, paramsStart, paramsEnd, resultFormats };
+  return { portal, statement, paramsStart, paramsEnd, resultFormats, resultsEnd: r.pos };
 }
 
 export interface TargetMessage {
@@ -130,17 +136,27 @@ export interface StartupPacket {
   params: Map<string, string>;
 }
 
-/** An untyped startup-phase packet: int32 length, int32 code, body. */
+/**
+ * An untyped startup-phase packet: int32 length, int32 code, body. Never
+ * throws on the body: like Postgres, a string runs at most to the packet's
+ * end, and a bad layout is left for the server to refuse (it answers 08P01).
+ */
 export function readStartup(packet: Buffer): StartupPacket {
-  const r = new Reader(packet, 4);
-  const code = r.int32();
+  const code = new Reader(packet, 4).int32();
   const params = new Map<string, string>();
-  if (code >> 16 === 3) {
-    while (r.remaining > 1) {
-      const k = r.cstring();
-      if (k === '') break;
-      params.set(k, r.cstring());
-    }
+  if (code >> 16 !== 3) return { code, params };
+  const str = (from: number): [string, number] => {
+    const zero = packet.indexOf(0, from);
+    const end = zero < 0 ? packet.length : zero;
+    return [packet.toString('utf8', from, end), end + 1];
+  };
+  let pos = 8;
+  while (pos < packet.length && packet[pos] !== 0) {
+    const [k, valueAt] = str(pos);
+    if (valueAt >= packet.length) break;
+    const [v, next] = str(valueAt);
+    params.set(k, v);
+    pos = next;
   }
   return { code, params };
 }

@@ -30,6 +30,14 @@ export class Writer {
     return this;
   }
 
+  /** A count of Parse or Bind (unsigned in Postgres, up to 65535). */
+  uint16(v: number): this {
+    this.ensure(2);
+    this.buf.writeUInt16BE(v, this.pos);
+    this.pos += 2;
+    return this;
+  }
+
   int32(v: number): this {
     this.ensure(4);
     this.buf.writeInt32BE(v | 0, this.pos);
@@ -97,7 +105,8 @@ export const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
 export const SSL_NO = Buffer.from('N');
 
 export function parseMessage(name: string, query: string, paramTypes: number[]): Buffer {
-  const w = new Writer(query.length + 32).cstring(name).cstring(query).int16(paramTypes.length);
+  const w = new Writer(query.length + 32 + paramTypes.length * 4).cstring(name).cstring(query);
+  w.uint16(paramTypes.length);
   for (const t of paramTypes) w.int32(t);
   return w.message(0x50);
 }
@@ -115,7 +124,11 @@ export function describeMessage(kind: 'S' | 'P', name: string): Buffer {
   return new Writer().byte(kind.charCodeAt(0)).cstring(name).message(0x44);
 }
 
-/** Re-encodes a Bind with another statement name and/or result formats, copying the parameter bytes. */
+/**
+ * Re-encodes a Bind with another statement name and/or result formats,
+ * copying the parameter bytes and anything after the result formats (which
+ * the server refuses as it would have in the original).
+ */
 export function rebind(
   original: Buffer,
   portal: string,
@@ -123,10 +136,12 @@ export function rebind(
   paramsStart: number,
   paramsEnd: number,
   resultFormats: number[],
+  resultsEnd = original.length,
 ): Buffer {
-  const w = new Writer(original.length + 32).cstring(portal).cstring(statement);
+  const w = new Writer(original.length + 32 + resultFormats.length * 2).cstring(portal).cstring(statement);
   w.bytes(original.subarray(paramsStart, paramsEnd));
-  w.int16(resultFormats.length);
+  w.uint16(resultFormats.length);
   for (const f of resultFormats) w.int16(f);
+  w.bytes(original.subarray(resultsEnd));
   return w.message(0x42);
 }

@@ -3,7 +3,8 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freshDatabase, type TestDatabase } from '../support/db.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/switchyard.js');
 
@@ -75,5 +76,80 @@ describe('switchyard CLI', () => {
     const r = await run(['proxy', '--config', f]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('environment variable not set: SY_TEST_UNSET_PASSWORD');
+  });
+});
+
+describe('switchyard proxy: config errors in the words of the config file', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await freshDatabase('cliwords');
+    await db.query(`CREATE TABLE users (id int PRIMARY KEY, email text, first_name text);
+                    CREATE TABLE users_v2 (id int PRIMARY KEY, email text, full_name text)`);
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  const config = (mapping: string) =>
+    `upstream: { url: "${db.url}" }\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0 }\n` +
+    `mappings:\n  - name: users-v2\n    old: users\n    new: users_v2\n${mapping}`;
+
+  /** The one line a user reads, without the file path prefix; stdout stays empty (printed once). */
+  async function refusal(mapping: string): Promise<string> {
+    const f = configFile(config(mapping));
+    const r = await run(['proxy', '--config', f]);
+    const seen = `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+    expect(r.code, seen).toBe(2);
+    expect(r.stdout, seen).toBe('');
+    const lines = r.stderr.trim().split('\n');
+    expect(lines, seen).toHaveLength(1);
+    const prefix = `switchyard proxy: invalid config ${f}: `;
+    expect(lines[0].startsWith(prefix), lines[0]).toBe(true);
+    return lines[0].slice(prefix.length);
+  }
+
+  it('a bad up expression quotes the expression as written, not the SQL built around it', async () => {
+    expect(await refusal('    key: [id]\n    up: { id: id, full_name: "first_name ||" }\n')).toBe(
+      'mapping users-v2: up expression "first_name ||" for column full_name is not valid SQL: syntax error at end of input',
+    );
+    expect(await refusal('    key: [id]\n    up: { id: id, full_name: "lower(" }\n')).toBe(
+      'mapping users-v2: up expression "lower(" for column full_name is not valid SQL: syntax error at end of input',
+    );
+  });
+
+  it('an expression over a column the old table lacks', async () => {
+    expect(await refusal('    key: [id]\n    up: { id: id, full_name: fist_name }\n')).toBe(
+      'mapping users-v2: up expression "fist_name" for column full_name: column "fist_name" does not exist',
+    );
+  });
+
+  it('an unknown key names the mapping', async () => {
+    expect(await refusal('    key: [id]\n    colour: blue\n    up: { id: id }\n')).toBe(
+      'mapping users-v2: unknown key colour',
+    );
+  });
+
+  it('a missing required key says what it holds', async () => {
+    expect(await refusal('    up: { id: id }\n')).toBe(
+      "mapping users-v2: missing required key key: expected a list of the new table's key columns, such as [id]",
+    );
+  });
+
+  it('a wrong type says what was expected and what was found', async () => {
+    expect(await refusal('    key: id\n    up: { id: id }\n')).toBe(
+      `mapping users-v2: key: expected a list of the new table's key columns, such as [id], got the string "id"`,
+    );
+  });
+
+  it('reads: new without down', async () => {
+    expect(await refusal('    key: [id]\n    reads: new\n    up: { id: id }\n')).toBe(
+      'mapping users-v2: missing required key down: reads: new serves reads from the new table, so every old column needs an SQL expression over the new row',
+    );
+  });
+
+  it('an unknown column in the catalog check is printed once', async () => {
+    expect(await refusal('    key: [id]\n    up: { id: id, fulname: first_name }\n')).toBe(
+      'mapping users-v2: up column fulname does not exist in "public"."users_v2"',
+    );
   });
 });

@@ -165,7 +165,7 @@ function generateCases(startup: Buffer): FuzzCase[] {
       s(100),
       fc
         .tuple(
-          fc.oneof(fc.integer({ min: -0x80000000, max: 7 }), fc.integer({ min: 10_001, max: 0x7fffffff })),
+          fc.oneof(fc.integer({ min: -0x80000000, max: 7 }), fc.integer({ min: 10_005, max: 0x7fffffff })),
           fc.uint8Array({ maxLength: 24 }),
         )
         .map(([len, tail]) => {

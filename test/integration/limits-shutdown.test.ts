@@ -55,7 +55,7 @@ describe('limits', () => {
     await p.close();
   });
 
-  it('closes a client that connects and sends nothing after startupTimeoutMs, with an error', async () => {
+  it('closes a client that connects and sends nothing after startupTimeoutMs, without a reply (as Postgres)', async () => {
     const p = await startProxy(db, { limits: { startupTimeoutMs: 300 } });
     const before = await counter('connectionsRejected', { reason: 'startup_timeout' });
     const got = await new Promise<Buffer>((resolve) => {
@@ -66,8 +66,8 @@ describe('limits', () => {
       });
       s.on('close', () => resolve(buf));
     });
-    expect(got[0]).toBe(0x45); // ErrorResponse
-    expect(got.toString()).toMatch(/startup not completed within 300 ms/);
+    // Postgres's startup-packet timeout exits without a word; the metric still counts it.
+    expect(got.length).toBe(0);
     expect(await counter('connectionsRejected', { reason: 'startup_timeout' })).toBe(before + 1);
     expect(p.runtime.proxy.connections).toBe(0);
     await p.close();

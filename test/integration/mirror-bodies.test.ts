@@ -226,6 +226,42 @@ describe('onUnmirrorable: passthrough', () => {
     await expectInSync();
   });
 
+  it('a statement ending in a -- comment before its ;, with and without RETURNING INTO', async () => {
+    await withClient((c) =>
+      c.query(`DO $$ DECLARE i int; BEGIN
+          UPDATE users SET last_name = 'Comment' WHERE email = 'ada@x' -- the name
+          ;
+          UPDATE users SET first_name = 'Ada' WHERE email = 'ada@x' RETURNING id INTO i -- the id
+          ;
+          IF i IS NULL THEN RAISE EXCEPTION 'no id'; END IF;
+        END $$`),
+    );
+    expect((await db.query("SELECT last_name FROM users WHERE email = 'ada@x'")).rows).toEqual([
+      { last_name: 'Comment' },
+    ]);
+    await expectInSync();
+  });
+
+  it("a body in an E'' literal is not rewritten: a write there is counted, a read is not", async () => {
+    const before = await unmirrored('function_body');
+    await withClient((c) =>
+      c.query(`DO E'BEGIN UPDATE users SET last_name = \\'Escaped\\' WHERE email = \\'nobody@x\\'; END'`),
+    );
+    expect(await unmirrored('function_body')).toBe(before + 1);
+    await withClient((c) => c.query(`DO E'BEGIN PERFORM count(*) FROM users; END'`));
+    expect(await unmirrored('function_body')).toBe(before + 1);
+  });
+
+  it('a permanent BEGIN ATOMIC function that writes the mapped table is counted', async () => {
+    const before = await unmirrored('function_body');
+    await withClient((c) =>
+      c.query(`CREATE FUNCTION public.touch_user(e text) RETURNS void LANGUAGE sql
+        BEGIN ATOMIC UPDATE users SET "updatedAt" = now() WHERE email = e; END;
+        DROP FUNCTION public.touch_user(text)`),
+    );
+    expect(await unmirrored('function_body')).toBe(before + 1);
+  });
+
   it('a LANGUAGE sql function in pg_temp: its INSERT ... RETURNING is mirrored, the result unchanged', async () => {
     const r = await withClient((c) =>
       c.query(`CREATE FUNCTION pg_temp.add_user(e text) RETURNS SETOF users LANGUAGE sql AS '
@@ -267,7 +303,8 @@ describe('onUnmirrorable: passthrough', () => {
     const before = await unmirrored('function_body');
     await withClient((c) =>
       c.query(`CREATE FUNCTION public.count_users() RETURNS bigint LANGUAGE plpgsql AS $$
-        BEGIN RETURN (SELECT count(*) FROM users); END $$; DROP FUNCTION public.count_users()`),
+        DECLARE n bigint; BEGIN n := (SELECT count(*) FROM users); RETURN (SELECT count(*) FROM users) + n - n; END $$;
+        DROP FUNCTION public.count_users()`),
     );
     expect(await unmirrored('function_body')).toBe(before);
   });

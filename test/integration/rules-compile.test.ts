@@ -108,17 +108,17 @@ describe('compileRules', () => {
     [
       'an up expression naming a missing column',
       { up: { ...usersMapping.up, email: 'lower(mail)' } },
-      /mapping users-full-name: up expression for column email \(lower\(mail\)\): column "mail" does not exist/,
+      /^mapping users-full-name: up expression "lower\(mail\)" for column email: column "mail" does not exist$/,
     ],
     [
       'an up expression that does not parse',
       { up: { ...usersMapping.up, email: 'lower(email' } },
-      /up expression for column email .*syntax error/,
+      /^mapping users-full-name: up expression "lower\(email" for column email is not valid SQL: syntax error at end of input$/,
     ],
     [
       'a down expression of the wrong type',
       { down: { ...usersMapping.down, id: 'gen_random_uuid()' } },
-      /down expression for column id .*cannot cast type uuid to integer/,
+      /^mapping users-full-name: down expression "gen_random_uuid\(\)" for column id: cannot cast type uuid to integer$/,
     ],
     [
       'reads: new without a down expression for every old column',

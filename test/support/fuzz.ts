@@ -250,6 +250,15 @@ export class BackendStream {
       this.leadingN = 0;
       if (data.length - pos < 5) break;
       const type = data[pos];
+      // A startup asking for protocol 1.x or 2.x is refused by Postgres in that
+      // protocol's framing: 'E', the text, NUL (a v3 length starts with a zero byte).
+      if (type === 0x45 && this.readyCount === 0 && data[pos + 1] >= 0x41 && data[pos + 1] <= 0x5a) {
+        const zero = data.indexOf(0, pos + 1);
+        if (zero < 0) break;
+        this.errors.push({ severity: 'FATAL', code: '', message: data.toString('utf8', pos + 1, zero) });
+        pos = zero + 1;
+        continue;
+      }
       const len = data.readInt32BE(pos + 1);
       if (len < 4 || len > 1 << 30) {
         this.framing.push(`bad length ${len} for type 0x${type.toString(16)}`);

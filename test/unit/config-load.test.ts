@@ -57,14 +57,14 @@ describe('defaults', () => {
 
 describe('unknown keys', () => {
   it('at the top level, naming the key', () => {
-    expect(errorOf('upstream: { host: db }\nkilSwitch: true')).toBe('(root): unknown key kilSwitch');
+    expect(errorOf('upstream: { host: db }\nkilSwitch: true')).toBe('unknown key kilSwitch');
   });
 
   it('nested, with the path to it', () => {
     expect(errorOf('upstream: { host: db, sslmod: require }')).toBe('upstream: unknown key sslmod');
     expect(
       errorOf(`upstream: { host: db }\nmappings:${MAPPING.replace('key: [id]', 'key: [id]\n    read: new')}`),
-    ).toBe('mappings.0: unknown key read');
+    ).toBe('mapping users-full-name: unknown key read');
   });
 });
 
@@ -139,7 +139,7 @@ describe('garbage', () => {
 
   it('upstream needs host or url', () => {
     expect(errorOf('upstream: { port: 5432 }')).toBe('upstream: needs host (and port) or url');
-    expect(errorOf('listen: { port: 1 }')).toMatch(/^upstream: /);
+    expect(errorOf('listen: { port: 1 }')).toMatch(/^missing required key upstream: /);
   });
 });
 
@@ -147,7 +147,9 @@ describe('mapping rules', () => {
   it('reads: new without down is refused at down', () => {
     const text = `upstream: { host: db }\nmappings:${MAPPING.replace(/\n\s+down:.*\n/, '\n').replace('key: [id]', 'key: [id]\n    reads: new')}`;
     expect(text).not.toContain('down');
-    expect(errorOf(text)).toBe('mappings.0.down: is required when reads is new');
+    expect(errorOf(text)).toBe(
+      'mapping users-full-name: missing required key down: reads: new serves reads from the new table, so every old column needs an SQL expression over the new row',
+    );
   });
 
   it('reads: old without down is fine', () => {
@@ -158,20 +160,20 @@ describe('mapping rules', () => {
   it('duplicate mapping names are refused at the second one', () => {
     const second = MAPPING.replace('old: public.users', 'old: public.people');
     expect(errorOf(`upstream: { host: db }\nmappings:${MAPPING}${second}`)).toBe(
-      'mappings.1.name: duplicate mapping name users-full-name',
+      'mapping users-full-name: name: another mapping has the same name',
     );
   });
 
   it('a key column without an up expression is refused', () => {
     expect(errorOf(`upstream: { host: db }\nmappings:${MAPPING.replace('key: [id]', 'key: [uid]')}`)).toBe(
-      'mappings.0.key: key column uid has no up expression',
+      'mapping users-full-name: key: column uid has no up expression',
     );
   });
 
   it('table names must be table or schema.table', () => {
     expect(
       errorOf(`upstream: { host: db }\nmappings:${MAPPING.replace('old: public.users', 'old: a.b.c')}`),
-    ).toBe('mappings.0.old: must be table or schema.table');
+    ).toBe('mapping users-full-name: old: must be table or schema.table, got the string "a.b.c"');
     const quoted = parse(
       `upstream: { host: db }\nmappings:${MAPPING.replace('old: public.users', `old: '"My Schema"."Users"'`)}`,
     );
@@ -182,6 +184,58 @@ describe('mapping rules', () => {
     const msg = errorOf('upstream: { host: db, port: 70000 }\nlog: { level: loud }');
     expect(msg).toContain('upstream.port');
     expect(msg).toContain('log.level');
+  });
+});
+
+describe('errors in the words of the config file', () => {
+  const withMapping = (edit: (m: string) => string) => `upstream: { host: db }\nmappings:${edit(MAPPING)}`;
+
+  it('an unknown key inside a mapping names the mapping, not its index', () => {
+    expect(errorOf(withMapping((m) => m.replace('key: [id]', 'key: [id]\n    colour: blue')))).toBe(
+      'mapping users-full-name: unknown key colour',
+    );
+  });
+
+  it('a missing required key says which and what it holds', () => {
+    expect(errorOf(withMapping((m) => m.replace(/\n\s+key: \[id\]/, '')))).toBe(
+      "mapping users-full-name: missing required key key: expected a list of the new table's key columns, such as [id]",
+    );
+    expect(errorOf('listen: { port: 1 }')).toBe(
+      'missing required key upstream: expected a mapping with host (and port) or url of the upstream Postgres',
+    );
+  });
+
+  it('a wrong type says what was expected and what was found', () => {
+    expect(errorOf(withMapping((m) => m.replace('key: [id]', 'key: id')))).toBe(
+      'mapping users-full-name: key: expected a list of the new table\'s key columns, such as [id], got the string "id"',
+    );
+    expect(errorOf('upstream: { host: db, port: "5432" }')).toBe(
+      'upstream.port: expected a TCP port number (0-65535), got the string "5432"',
+    );
+    expect(errorOf('upstream: { host: db }\nlimits: { maxClientConnections: -5 }')).toBe(
+      'limits.maxClientConnections: expected a positive whole number, got -5',
+    );
+    expect(errorOf(withMapping((m) => m.replace('key: [id]', 'key: [id]\n    reads: newer')))).toBe(
+      'mapping users-full-name: reads: expected old or new, got the string "newer"',
+    );
+  });
+
+  it('a mapping without a name is named by its position', () => {
+    expect(errorOf(withMapping((m) => m.replace('- name: users-full-name\n    old', '- old')))).toBe(
+      'mapping #1 (no name): missing required key name: expected a mapping name (letters, digits, _ . -)',
+    );
+  });
+
+  it('never keeps the validator phrasing', () => {
+    for (const text of [
+      'listen: { port: 1 }',
+      'upstream: { host: db }\nkillSwitch: maybe',
+      'upstream: { host: db }\nmappings: { a: 1 }',
+      withMapping((m) => m.replace('key: [id]', 'key: []')),
+      withMapping((m) => m.replace(/up: .*/, 'up: [id]')),
+    ]) {
+      expect(errorOf(text)).not.toMatch(/Invalid input|Invalid option|received|Too small|mappings\.\d/);
+    }
   });
 });
 

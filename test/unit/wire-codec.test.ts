@@ -183,10 +183,17 @@ describe('startup packets', () => {
     expect(Object.fromEntries(s.params)).toEqual({ user: 'app', '_pq_.x': 'on' });
   });
 
-  it('refuses an unterminated parameter', () => {
-    const p = Buffer.from(bytes(fixtures.find((x) => x.name === 'startup-3.0')!).subarray(0, 20));
+  it('reads an unterminated parameter to the packet end, as Postgres does (the server refuses the layout)', () => {
+    const body = Buffer.from('user\0app\0database\0ap');
+    const p = Buffer.alloc(8 + body.length);
     p.writeInt32BE(p.length, 0);
-    expect(() => readStartup(p)).toThrow(ProtocolError);
+    p.writeInt32BE(196608, 4);
+    body.copy(p, 8);
+    expect(Object.fromEntries(readStartup(p).params)).toEqual({ user: 'app', database: 'ap' });
+    // A name with no value behind it is dropped, never read past the end.
+    const noValue = Buffer.concat([p.subarray(0, 8), Buffer.from('user\0app\0database\0')]);
+    noValue.writeInt32BE(noValue.length, 0);
+    expect(Object.fromEntries(readStartup(noValue).params)).toEqual({ user: 'app' });
   });
 });
 
@@ -214,21 +221,64 @@ describe('malformed client messages are ProtocolErrors, never crashes', () => {
     }
   });
 
-  it('negative counts and lengths in a Bind', () => {
+  it('counts past 32767 in a Bind are unsigned (65535 formats need their bytes), lengths below -1 refused', () => {
     const b = readBind(bind);
-    const negFormats = Buffer.from(bind);
-    negFormats.writeInt16BE(-1, b.paramsStart);
-    expect(() => readBind(negFormats)).toThrow(/negative format count/);
+    const manyFormats = Buffer.from(bind);
+    manyFormats.writeUInt16BE(0xffff, b.paramsStart);
+    expect(() => readBind(manyFormats)).toThrow(/message truncated/);
     const negLen = Buffer.from(bind);
     // First parameter value length: after format count (2) + 3 formats (6) + param count (2).
     negLen.writeInt32BE(-2, b.paramsStart + 10);
     expect(() => readBind(negLen)).toThrow(/invalid parameter length/);
   });
 
-  it('a negative parameter type count in a Parse', () => {
+  it('a parameter type count past 32767 in a Parse is unsigned', () => {
     const m = Buffer.from(parse);
-    m.writeInt16BE(-1, m.length - 10);
-    expect(() => readParse(m)).toThrow(/negative parameter type count/);
+    m.writeUInt16BE(0xffff, m.length - 10);
+    expect(() => readParse(m)).toThrow(/message truncated/);
+  });
+});
+
+describe('Parse and Bind with up to 65535 parameters (16-bit counts are unsigned in Postgres)', () => {
+  it.each([32768, 40000, 65535])(
+    '%i parameter types: read and written back as pg-protocol writes them',
+    (n) => {
+      const types = Array.from({ length: n }, (_, i) => 23 + (i % 3));
+      const msg = serialize.parse({ name: 's', text: 'SELECT 1', types });
+      const p = readParse(msg);
+      expect(p.paramTypes.length).toBe(n);
+      expect(p.paramTypes.slice(0, 3)).toEqual([23, 24, 25]);
+      expect(parseMessage(p.name, p.query, p.paramTypes).equals(msg)).toBe(true);
+    },
+  );
+
+  it.each([32768, 40000, 65535])(
+    'a Bind with %i values: formats and values read, rebind writes the counts back',
+    (n) => {
+      const values = Array.from({ length: n }, (_, i) => String(i));
+      const msg = serialize.bind({ portal: 'p', statement: 's', values });
+      const b = readBind(msg);
+      expect(msg.readUInt16BE(b.paramsStart)).toBe(n);
+      expect(b.resultFormats).toEqual([0]);
+      expect(
+        rebind(msg, b.portal, b.statement, b.paramsStart, b.paramsEnd, b.resultFormats).equals(msg),
+      ).toBe(true);
+      const many = Array.from({ length: 65535 }, (_, i) => i % 2);
+      const out = rebind(msg, 'p', '__sy_1', b.paramsStart, b.paramsEnd, many);
+      const back = readBind(out);
+      expect(back.statement).toBe('__sy_1');
+      expect(back.resultFormats).toEqual(many);
+    },
+  );
+
+  it('bytes after the result formats survive a rebind, for the server to refuse', () => {
+    const msg = serialize.bind({ portal: '', statement: 's', values: ['1'] });
+    const junk = Buffer.concat([msg, Buffer.from([1, 2, 3])]);
+    junk.writeInt32BE(junk.length - 1, 1);
+    const b = readBind(junk);
+    const out = rebind(junk, '', 't', b.paramsStart, b.paramsEnd, b.resultFormats, b.resultsEnd);
+    expect(out.subarray(-3)).toEqual(Buffer.from([1, 2, 3]));
+    expect(out.length).toBe(junk.length);
   });
 });
 
