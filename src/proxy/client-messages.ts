@@ -141,7 +141,7 @@ export class ClientMessages implements FrameSink {
     round.inFlight++;
     const sql = readQuery(msg);
     const closes = DEALLOCATE_HINT.test(sql) ? this.deallocate(sql) : NONE;
-    const plan = round.plan(sql);
+    const plan = round.plan(sql, true);
     round.follow(sql);
     const observer = round.observerFor(plan);
     metrics.statements.inc({ route: observer.route, mapping: observer.mapping });

@@ -59,8 +59,8 @@ export class Round {
     return this.snap.version;
   }
 
-  /** The plan for a text under this round's config; undefined when no rules apply. */
-  plan(sql: string): Plan | undefined {
+  /** The plan for a text (`simpleQuery`: a Query message) under this round's config; undefined when no rules apply. */
+  plan(sql: string, simpleQuery = false): Plan | undefined {
     if (!this.rulesApply) return undefined;
     const plan = this.snap.rules.session.plan(sql, {
       searchPath: this.sql.searchPath,
@@ -70,6 +70,7 @@ export class Round {
       version: this.snap.version,
       defaultSearchPath: this.sql.defaultSearchPath,
       prepared: this.statements.sqlPrepared,
+      simpleQuery,
     });
     this.statements.planned(plan);
     if (plan.unmirrored) {

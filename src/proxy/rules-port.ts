@@ -4,7 +4,8 @@ import type { Route } from '../metrics.ts';
 import type { RowOrigins } from '../rules/row-origins.ts';
 
 export type StatementShape =
-  | { kind: 'forward'; origins?: RowOrigins }
+  /** `hidden`: a statement the proxy put in the client's text; its CommandComplete is not the client's. */
+  | { kind: 'forward'; origins?: RowOrigins; hidden?: true }
   | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: boolean; origins?: RowOrigins };
 
 export interface Plan {
@@ -19,12 +20,18 @@ export interface Plan {
   prepared?: SqlPrepared[];
 }
 
-/** A SQL-prepared write: EXECUTE gets its shape, or is counted as unmirrored. */
+/** A SQL-prepared statement on a mapped table: EXECUTE gets its shape, or is counted as unmirrored. */
 export interface SqlPrepared {
   name: string;
   mapping: string;
   shape?: StatementShape;
   unmirrored?: { mapping: string; reason: string };
+  /** What a re-PREPARE after a switch needs (see rules/prepared.ts). */
+  head: string;
+  query: string;
+  prepared: string;
+  version: number;
+  searchPath: string[];
 }
 
 export interface PlanContext {
@@ -35,6 +42,8 @@ export interface PlanContext {
   version: number;
   /** What RESET search_path inside the text returns to. */
   defaultSearchPath?: string[];
+  /** The text is a simple Query, which may hold several statements (a Parse may not). */
+  simpleQuery?: boolean;
   /** The session's SQL-prepared writes, by name. */
   prepared?: ReadonlyMap<string, SqlPrepared>;
 }

@@ -138,7 +138,9 @@ export class ServerReplies implements FrameSink {
       case Backend.PortalSuspended: {
         const shape = e ? queue.currentShape(e) : undefined;
         if (type === Backend.CommandComplete) sql.commandComplete(msg);
-        if (shape?.kind === 'mirror' && type === Backend.CommandComplete) {
+        if (shape?.kind === 'forward' && shape.hidden) {
+          // A statement the proxy added to the client's text.
+        } else if (shape?.kind === 'mirror' && type === Backend.CommandComplete) {
           out.push(mirrorTag(shape.tag, shape.returning ? tagCount(msg) : (e!.count ?? 0)));
           e!.count = undefined;
         } else {

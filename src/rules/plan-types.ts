@@ -7,7 +7,8 @@ import type { RowOrigins } from './row-origins.ts';
 
 /** `origins`: what the RowDescription must name for the old columns a switched read presents. */
 export type StatementShape =
-  | { kind: 'forward'; origins?: RowOrigins }
+  /** `hidden`: a statement the proxy put in the client's text; its CommandComplete is not the client's. */
+  | { kind: 'forward'; origins?: RowOrigins; hidden?: true }
   | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: true; origins?: RowOrigins }
   | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: false };
 
@@ -53,6 +54,8 @@ export interface PlanContext {
   killSwitch: boolean;
   onUnmirrorable: 'passthrough' | 'reject';
   version: number;
+  /** The text is a simple Query, which may hold several statements (a Parse may not). */
+  simpleQuery?: boolean;
   /** The session's SQL-prepared writes, by name (see prepared.ts). */
   prepared?: ReadonlyMap<
     string,

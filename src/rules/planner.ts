@@ -60,6 +60,7 @@ interface MappingRuntime {
 }
 
 const FORWARD: StatementShape = { kind: 'forward' };
+const HIDDEN: StatementShape = { kind: 'forward', hidden: true };
 const FORWARD_LIST: StatementShape[] = [FORWARD];
 
 /** Old-table columns a set of SQL expressions reads (last part of each column reference). */
@@ -274,7 +275,25 @@ export class Planner {
         continue;
       }
       if (!inBody && stmt.kind === 'ExecuteStmt') {
-        const pw = ctx.prepared?.get(stmt.node.name);
+        let pw = ctx.prepared?.get(stmt.node.name);
+        // A switch flipped since the PREPARE: what the name should run now. Only a
+        // simple Query can carry the new PREPARE (a Parse holds one statement):
+        // an extended-protocol EXECUTE keeps what was prepared (docs/sql-rewrites.md).
+        if (pw && pw.version !== ctx.version && ctx.simpleQuery) {
+          const next = this.preparedAs(pw.name, pw.head, pw.query, { ...ctx, searchPath: pw.searchPath });
+          const now: SqlPrepared = next ?? { ...pw, shape: undefined, unmirrored: undefined, prepared: pw.query, version: ctx.version };
+          if (now.prepared !== pw.prepared) {
+            // Prepared anew in the same Query, just before the EXECUTE; the client sees neither statement.
+            edits.push({
+              start: stmt.start,
+              end: stmt.start,
+              text: `DEALLOCATE ${quoteIdent(pw.name)}; ${now.head}${now.prepared}; `,
+            });
+            statements.push(HIDDEN, HIDDEN);
+          }
+          prepared.push(now);
+          pw = now;
+        }
         if (pw?.shape) {
           statements.push(pw.shape);
           shapesOnly = true;
@@ -415,20 +434,29 @@ export class Planner {
   ): { edits: Edit[]; prepared: SqlPrepared } | undefined {
     const start = preparedQueryStart(stmt, statementTokens(tokens, stmt.start, stmt.end));
     if (start < 0) return undefined;
-    const inner = this.build(bytes.subarray(start, stmt.end).toString('utf8'), ctx);
-    const name: string = stmt.node.name;
+    const head = bytes.subarray(stmt.start, start).toString('utf8');
+    const query = bytes.subarray(start, stmt.end).toString('utf8');
+    const prepared = this.preparedAs(stmt.node.name, head, query, ctx);
+    if (!prepared) return undefined;
+    return { edits: prepared.prepared === query ? [] : [{ start, end: stmt.end, text: prepared.prepared }], prepared };
+  }
+
+  /**
+   * What a SQL-prepared statement on a mapped table is prepared as under this
+   * context: mirrored or switched (with the reply shape its EXECUTEs get),
+   * counted as unmirrorable, or the client's text (kill switch, dualWrite
+   * off) kept so that a later switch reaches it. undefined: no mapping is involved.
+   */
+  private preparedAs(name: string, head: string, query: string, ctx: PlanContext): SqlPrepared | undefined {
+    const inner = this.build(query, ctx);
+    const base = { name, head, query, version: ctx.version, searchPath: ctx.searchPath };
     if (inner.unmirrored) {
-      return {
-        edits: [],
-        prepared: { name, mapping: inner.unmirrored.mapping, unmirrored: inner.unmirrored },
-      };
+      return { ...base, mapping: inner.unmirrored.mapping, unmirrored: inner.unmirrored, prepared: query };
     }
+    if (inner.mapping === '' || inner.statements.length !== 1) return undefined;
     const shape = inner.statements[0];
-    if (!inner.rewritten || inner.statements.length !== 1 || shape?.kind !== 'mirror') return undefined;
-    return {
-      edits: [{ start, end: stmt.end, text: inner.sql }],
-      prepared: { name, mapping: inner.mapping, shape },
-    };
+    const reshaped = inner.rewritten && (shape?.kind === 'mirror' || shape?.origins !== undefined);
+    return { ...base, mapping: inner.mapping, shape: reshaped ? shape : undefined, prepared: inner.sql };
   }
 
   private planBody(stmt: ParsedStatement, bytes: Buffer, ctx: PlanContext) {

@@ -10,10 +10,20 @@ import { isKeyword, type StatementTokens } from '../sql/tokens.ts';
 export interface PreparedWrite<Shape = unknown, Unmirrored = unknown> {
   name: string;
   mapping: string;
+  /** The client's PREPARE up to and including `AS `, and the statement after it. */
+  head: string;
+  query: string;
+  /** What the server has prepared under the name (the mirrored form, or the client's text). */
+  prepared: string;
+  /** The config version it was planned under: an EXECUTE under another one prepares it anew. */
+  version: number;
+  /** The search_path it was prepared with: Postgres resolves its names with that one, re-plans included. */
+  searchPath: string[];
   /** Mirrored: the reply shape of each EXECUTE. */
   shape?: Shape;
   /** Not mirrored: each EXECUTE is counted with this reason. */
   unmirrored?: Unmirrored;
+  /** Neither: the write is forwarded as it is (kill switch, dualWrite off) until a switch changes that. */
 }
 
 /** A text that may run SQL-prepared statements. */

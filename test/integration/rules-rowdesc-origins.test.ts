@@ -5,19 +5,18 @@
 // field is held next to the one Postgres sends directly, in the simple
 // protocol, after Describe of a statement and of a portal, in text and binary.
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawConn, serialize } from '../fixtures/wire/raw-client.ts';
+import { PGJDBC_JAR, requireFile } from '../support/clients.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { applyConfig, mappingConfig } from '../support/lifecycle.ts';
 import type { MappingDefinition } from '../support/mapping-cases.ts';
 import { startProxy, type TestProxy } from '../support/proxy.ts';
 
 const run = promisify(execFile);
-const JDBC_JAR = ['/usr/share/java/postgresql.jar'].find((p) => existsSync(p));
 const JDBC_SOURCE = path.join(import.meta.dirname, '../fixtures/jdbc/RowMetadata.java');
 
 let db: TestDatabase;
@@ -262,31 +261,28 @@ describe('RowDescription of switched reads', () => {
     expect(await fields(readsNew.url())).toEqual(direct);
   });
 
-  it.skipIf(!JDBC_JAR)(
-    "pgjdbc's ResultSetMetaData is the same as direct (serial, isAutoIncrement, base table and column)",
-    async () => {
-      const meta = async (host: string, port: number) => {
-        const url = `jdbc:postgresql://${host}:${port}/${db.name}?user=postgres&prepareThreshold=1`;
-        const { stdout } = await run(
-          'java',
-          [
-            '-cp',
-            JDBC_JAR!,
-            JDBC_SOURCE,
-            url,
-            'SELECT * FROM acct',
-            'SELECT a.bal, t.label, a.id FROM acct a JOIN tag t ON t.acct_id = a.id',
-          ],
-          { timeout: 120_000 },
-        );
-        return stdout.trim().split('\n');
-      };
-      const direct = await meta(db.host, db.port);
-      expect(direct.some((l) => l.startsWith('1|0|id|serial|true|acct|acct|id|public'))).toBe(true);
-      expect(await meta('127.0.0.1', readsNew.port)).toEqual(direct);
-    },
-    300_000,
-  );
+  it("pgjdbc's ResultSetMetaData is the same as direct (serial, isAutoIncrement, base table and column)", async () => {
+    requireFile('pgjdbc', PGJDBC_JAR);
+    const meta = async (host: string, port: number) => {
+      const url = `jdbc:postgresql://${host}:${port}/${db.name}?user=postgres&prepareThreshold=1`;
+      const { stdout } = await run(
+        'java',
+        [
+          '-cp',
+          PGJDBC_JAR,
+          JDBC_SOURCE,
+          url,
+          'SELECT * FROM acct',
+          'SELECT a.bal, t.label, a.id FROM acct a JOIN tag t ON t.acct_id = a.id',
+        ],
+        { timeout: 120_000 },
+      );
+      return stdout.trim().split('\n');
+    };
+    const direct = await meta(db.host, db.port);
+    expect(direct.some((l) => l.startsWith('1|0|id|serial|true|acct|acct|id|public'))).toBe(true);
+    expect(await meta('127.0.0.1', readsNew.port)).toEqual(direct);
+  }, 300_000);
 
   it('a switched read names the old table, not the new one or nothing', async () => {
     const r = await db.query<{ o: number; n: number }>(
