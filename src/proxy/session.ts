@@ -374,8 +374,10 @@ export class Session {
     if (this.startupTimer) clearTimeout(this.startupTimer);
     this.upstream?.destroy();
     if (!this.client.destroyed) {
-      if (this.client.pendingBytes > 0 || !this.client.writable) this.client.end();
-      else this.client.destroy();
+      // A FIN after what is still queued (the server's FATAL, say), never a
+      // reset: closing a socket that holds unread client bytes makes the kernel
+      // send RST, and the client's kernel may then drop the error it has not read.
+      this.client.end();
       setTimeout(() => this.client.destroy(), 1000).unref();
     }
     this.deps.logger.info(
