@@ -6,8 +6,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { createItems, ITEMS } from '../support/items.ts';
 import { applyConfig, mappingConfig } from '../support/lifecycle.ts';
-import type { MappingDefinition } from '../support/mapping-cases.ts';
 import { startProxy, type TestProxy } from '../support/proxy.ts';
 
 let db: TestDatabase;
@@ -15,20 +15,11 @@ let proxy: TestProxy;
 let c: pg.Client;
 let direct: pg.Client;
 
-const items: MappingDefinition = {
-  name: 'items',
-  old: 'items',
-  new: 'items_v2',
-  key: ['id'],
-  up: { id: 'id', label: 'v' },
-  down: { id: 'id', v: 'label' },
-};
+const items = ITEMS;
 
 beforeAll(async () => {
   db = await freshDatabase('swsqlp');
-  await db.query(`
-    CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);
-    CREATE TABLE items_v2 (id int PRIMARY KEY, label text NOT NULL);`);
+  await createItems(db);
   proxy = await startProxy(db, mappingConfig([items]));
   direct = new pg.Client({ connectionString: db.url });
   await direct.connect();
