@@ -85,6 +85,10 @@ export class ShapePlanCache<V extends CachedPlan> {
    * depends on), planning it with `plan` on a miss.
    */
   lookup(sql: string, context: string, plan: (text: string) => V): V {
+    // Texts without literals, and shapes kept by exact text, are found without lexing.
+    const exactKey = PlanCache.key(sql, context);
+    const exact = this.lru.get(exactKey);
+    if (exact && 'plan' in exact) return this.count('hit', 'text', exact.plan);
     const shape = shapeOf(sql);
     if (shape) {
       const key = `${context}\u0000s\u0000${shape.key}`;
@@ -97,15 +101,12 @@ export class ShapePlanCache<V extends CachedPlan> {
         const template = this.derive(shape, v, plan);
         this.lru.set(key, { shape: { template, plan: v, lastSql: sql, last: v } });
         if (template) return this.count('miss', 'shape', v);
-        this.lru.set(PlanCache.key(sql, context), { plan: v });
+        this.lru.set(exactKey, { plan: v });
         return this.count('miss', 'text', v);
       }
     }
-    const key = PlanCache.key(sql, context);
-    const e = this.lru.get(key);
-    if (e && 'plan' in e) return this.count('hit', 'text', e.plan);
     const v = plan(sql);
-    this.lru.set(key, { plan: v });
+    this.lru.set(exactKey, { plan: v });
     return this.count('miss', 'text', v);
   }
 
