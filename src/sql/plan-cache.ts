@@ -59,10 +59,17 @@ interface ShapeEntry<V> {
   template?: Template;
   /** The plan of the first text of this shape (its `sql` is that text's rewrite). */
   plan: V;
-  /** The last text served and its plan, returned as is when the same text comes again. */
+  /** The text last served from this shape: a text seen twice in a row goes into the recent texts. */
   lastSql: string;
-  last: V;
 }
+
+/**
+ * Texts served from a shape that came again, by exact text (a prepared
+ * statement re-planned at each Bind, an ORM's SQL with constants): found
+ * without lexing. A stream of new literals does not enter it (keeping every
+ * text costs more than the lexing it saves). First in, first out.
+ */
+const RECENT_TEXTS = 2048;
 
 type Entry<V> = { shape: ShapeEntry<V> } | { plan: V };
 
@@ -73,6 +80,9 @@ function sameApartFromSql(a: CachedPlan, b: CachedPlan): boolean {
 
 export class ShapePlanCache<V extends CachedPlan> {
   private readonly lru: PlanCache<Entry<V>>;
+  private readonly recent = new Map<string, V>();
+  private readonly recentKeys: (string | undefined)[] = new Array(RECENT_TEXTS);
+  private recentNext = 0;
   hits = 0;
   misses = 0;
 
@@ -89,18 +99,28 @@ export class ShapePlanCache<V extends CachedPlan> {
     const exactKey = PlanCache.key(sql, context);
     const exact = this.lru.get(exactKey);
     if (exact && 'plan' in exact) return this.count('hit', 'text', exact.plan);
+    const seen = this.recent.get(exactKey);
+    if (seen) return this.count('hit', 'shape', seen);
     const shape = shapeOf(sql);
     if (shape) {
       const key = `${context}\u0000s\u0000${shape.key}`;
       const e = this.lru.get(key);
       if (e && 'shape' in e) {
         const s = e.shape;
-        if (s.template) return this.count('hit', 'shape', this.instantiate(s, sql, shape));
+        if (s.template) {
+          const v: V = { ...s.plan, sql: fillTemplate(s.template, shape.literals) };
+          if (s.lastSql === sql) this.remember(exactKey, v);
+          else s.lastSql = sql;
+          return this.count('hit', 'shape', v);
+        }
       } else {
         const v = plan(sql);
         const template = this.derive(shape, v, plan);
-        this.lru.set(key, { shape: { template, plan: v, lastSql: sql, last: v } });
-        if (template) return this.count('miss', 'shape', v);
+        this.lru.set(key, { shape: { template, plan: v, lastSql: sql } });
+        if (template) {
+          this.remember(exactKey, v);
+          return this.count('miss', 'shape', v);
+        }
         this.lru.set(exactKey, { plan: v });
         return this.count('miss', 'text', v);
       }
@@ -126,12 +146,13 @@ export class ShapePlanCache<V extends CachedPlan> {
     return template;
   }
 
-  private instantiate(s: ShapeEntry<V>, sql: string, shape: Shape): V {
-    if (s.lastSql === sql) return s.last;
-    const v: V = { ...s.plan, sql: fillTemplate(s.template!, shape.literals) };
-    s.lastSql = sql;
-    s.last = v;
-    return v;
+  private remember(exactKey: string, v: V): void {
+    // A ring of keys: finding the oldest costs nothing (a Map's first key lies past every deleted slot).
+    const old = this.recentKeys[this.recentNext];
+    if (old !== undefined) this.recent.delete(old);
+    this.recentKeys[this.recentNext] = exactKey;
+    this.recentNext = (this.recentNext + 1) % RECENT_TEXTS;
+    this.recent.set(exactKey, v);
   }
 
   private count(result: 'hit' | 'miss', key: 'shape' | 'text', v: V): V {
@@ -147,5 +168,7 @@ export class ShapePlanCache<V extends CachedPlan> {
 
   clear(): void {
     this.lru.clear();
+    this.recent.clear();
+    this.recentKeys.fill(undefined);
   }
 }

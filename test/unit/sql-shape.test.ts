@@ -201,6 +201,15 @@ describe('plan cache by shape', () => {
     expect([q.cache.hits, q.cache.misses]).toEqual([4, 4]);
   });
 
+  it('serves a text that comes again from the recent texts, as the same plan', () => {
+    const t = (id: number) => `UPDATE users SET n = n + 1 WHERE id = ${id} RETURNING n, ${id}`;
+    const out = planSeries(rules(15), [t(1), t(1), t(2), t(2), t(2), t(1), t(3), t(2)]);
+    expect(out[1].got).toBe(out[0].got);
+    expect(out[4].got).toBe(out[3].got);
+    expect(out[7].got).toBe(out[3].got);
+    expect(out.at(-1)).toMatchObject({ misses: 1, hits: 7 });
+  });
+
   it('falls back to the exact text when the rewrite carries a sentinel outside a token', () => {
     // The text already holds what looks like a sentinel: exact-text caching.
     const out = planSeries(rules(18), [
