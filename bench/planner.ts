@@ -122,6 +122,6 @@ const rewrites = sqls.map((s) => planner.plan(s, ctx)).filter((p) => p.rewritten
 console.log(`\n${rewrites}/${sqls.length} corpus statements rewritten (reads: new, dual-write on)`);
 console.log(`hit ${hit.toFixed(2)} µs (target < 20), miss ${miss.toFixed(1)} µs`);
 console.log(
-  `literal workload (UPDATE ... visits + 1 / SELECT ... WHERE id = <random>, reads old): hit ratio ${ratio.toFixed(3)}% (${hits} hits, ${misses} misses; target >= 99%), ` +
+  `literal workload (UPDATE users SET login_count = login_count + 1 / SELECT ... WHERE id = <random>, reads old): hit ratio ${ratio.toFixed(3)}% (${hits} hits, ${misses} misses; target >= 99%), ` +
     `shape hit ${literalHit.toFixed(2)} µs vs exact-text hit ${exactHit.toFixed(2)} µs`,
 );
