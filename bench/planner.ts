@@ -1,5 +1,6 @@
 // CPU per statement in the planner: plan-cache hit, miss (parse + rewrite),
-// and the prefilter fast path. No Postgres needed: the rules are built from
+// the prefilter fast path, and a literal workload (hit ratio and CPU of a
+// shape hit next to an exact-text hit). No Postgres needed: the rules are built from
 // the corpus mappings with a synthetic catalog.
 //   npx tsx bench/planner.ts
 import { configSchema } from '../src/config/schema.ts';
@@ -90,6 +91,37 @@ const miss = measure('plan-cache miss (parse + plan + splice)', 5_000, (i) => {
 measure('  of which libpg-query parse', 5_000, (i) => {
   parseSql(sqls[i % sqls.length]);
 });
+// The literal workload: a pgbench-like stream of simple-protocol statements
+// whose literals change every time (psycopg2, Rails without prepares, psql).
+const users = mappings.find((m) => m.old.name === 'users')!;
+const literalPlanner = new Planner({
+  ...rules,
+  mappings: [{ ...users, config: { ...users.config, reads: 'old' } }],
+});
+const literal = (i: number) => {
+  const id = 1 + ((i * 2654435761) % 100_000);
+  return i % 2 === 0
+    ? `UPDATE users SET login_count = login_count + 1 WHERE id = ${id}`
+    : `SELECT id, email, login_count FROM users WHERE id = ${id}`;
+};
+const exactText = [literal(0), literal(1)];
+for (let i = 0; i < 2000; i++) literalPlanner.plan(exactText[i % 2], ctx);
+const exactHit = measure('exact-text hit (same text again)', 200_000, (i) => {
+  literalPlanner.plan(exactText[i % 2], ctx);
+});
+// The hit ratio of a fresh cache over the whole stream, first statements included.
+const streamPlanner = new Planner(literalPlanner.rules);
+for (let i = 0; i < 100_000; i++) streamPlanner.plan(literal(i + 3), ctx);
+const { hits, misses } = streamPlanner.cache;
+const literalHit = measure('shape hit (literals change)', 200_000, (i) => {
+  literalPlanner.plan(literal(i + 7), ctx);
+});
+const ratio = (100 * hits) / (hits + misses);
+
 const rewrites = sqls.map((s) => planner.plan(s, ctx)).filter((p) => p.rewritten).length;
 console.log(`\n${rewrites}/${sqls.length} corpus statements rewritten (reads: new, dual-write on)`);
 console.log(`hit ${hit.toFixed(2)} µs (target < 20), miss ${miss.toFixed(1)} µs`);
+console.log(
+  `literal workload (UPDATE users SET login_count = login_count + 1 / SELECT ... WHERE id = <random>, reads old): hit ratio ${ratio.toFixed(3)}% (${hits} hits, ${misses} misses; target >= 99%), ` +
+    `shape hit ${literalHit.toFixed(2)} µs vs exact-text hit ${exactHit.toFixed(2)} µs`,
+);

@@ -86,8 +86,8 @@ export const metrics = {
   }),
   planCache: new Counter({
     name: 'switchyard_plan_cache_total',
-    help: 'Plan cache lookups, by result (hit or miss)',
-    labelNames: ['result'] as const,
+    help: 'Plan cache lookups, by result (hit or miss), route, and key (shape: literals normalized; text: exact text)',
+    labelNames: ['result', 'route', 'key'] as const,
     registers: [registry],
   }),
   // switches and config

@@ -13,7 +13,7 @@ import {
   scanTokens,
   type Token,
 } from '../sql/parse.ts';
-import { PlanCache } from '../sql/plan-cache.ts';
+import { ShapePlanCache } from '../sql/plan-cache.ts';
 import { Prefilter } from '../sql/prefilter.ts';
 import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
 import { DEFAULT_SEARCH_PATH, effectiveSchemas } from '../sql/search-path.ts';
@@ -95,7 +95,7 @@ function readSubquery(m: CompiledMapping): string | undefined {
 }
 
 export class Planner {
-  readonly cache: PlanCache<Plan>;
+  readonly cache: ShapePlanCache<Plan>;
   private readonly prefilter: Prefilter;
   private readonly oldNameFilters: { filter: Prefilter; mapping: string }[];
   private readonly byOld = new Map<string, MappingRuntime>();
@@ -105,7 +105,7 @@ export class Planner {
     readonly rules: RuleSet,
     opts: { cacheSize?: number } = {},
   ) {
-    this.cache = new PlanCache<Plan>(opts.cacheSize ?? 5000);
+    this.cache = new ShapePlanCache<Plan>(opts.cacheSize ?? 5000);
     this.prefilter = new Prefilter(rules.mappings.flatMap((m) => [m.old.name, m.new.name]));
     this.oldNameFilters = rules.mappings.map((m) => ({
       filter: new Prefilter([m.old.name], true),
@@ -136,12 +136,11 @@ export class Planner {
     if (!this.prefilter.matches(sql)) {
       return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
     }
-    const key = PlanCache.key(
-      sql,
-      `${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}\u0002${ctx.defaultSearchPath?.join('\u0001') ?? ''}`,
-    );
-    const hit = this.cache.get(key);
-    if (hit) return hit;
+    const context = `${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}\u0002${ctx.defaultSearchPath?.join('\u0001') ?? ''}`;
+    return this.cache.lookup(sql, context, (text) => this.planText(text, ctx));
+  }
+
+  private planText(sql: string, ctx: PlanContext): Plan {
     let plan: Plan;
     try {
       plan = this.build(sql, ctx);
@@ -159,7 +158,6 @@ export class Planner {
         FORWARD_LIST,
       );
     }
-    this.cache.set(key, plan);
     return plan;
   }
 

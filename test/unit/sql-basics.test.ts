@@ -1,5 +1,4 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { metrics } from '../../src/metrics.ts';
 import { loadParser, parseSql, SqlParseError } from '../../src/sql/parse.ts';
 import { PlanCache } from '../../src/sql/plan-cache.ts';
 import { Prefilter } from '../../src/sql/prefilter.ts';
@@ -41,9 +40,7 @@ describe('Prefilter', () => {
 });
 
 describe('PlanCache', () => {
-  it('evicts the least recently used entry and counts hits and misses', async () => {
-    const before = await metrics.planCache.get();
-    const count = (r: string, v: typeof before) => v.values.find((x) => x.labels.result === r)?.value ?? 0;
+  it('evicts the least recently used entry and counts hits and misses', () => {
     const c = new PlanCache<number>(2);
     c.set('a', 1);
     c.set('b', 2);
@@ -53,9 +50,6 @@ describe('PlanCache', () => {
     expect(c.get('a')).toBe(1);
     expect(c.get('c')).toBe(3);
     expect([c.hits, c.misses, c.size]).toEqual([3, 1, 2]);
-    const after = await metrics.planCache.get();
-    expect(count('hit', after) - count('hit', before)).toBe(3);
-    expect(count('miss', after) - count('miss', before)).toBe(1);
   });
   it('keys by context and text', () => {
     expect(PlanCache.key('select 1', 'v1')).not.toBe(PlanCache.key('select 1', 'v2'));
