@@ -279,7 +279,13 @@ export class Planner {
         // an extended-protocol EXECUTE keeps what was prepared (docs/sql-rewrites.md).
         if (pw && pw.version !== ctx.version && ctx.simpleQuery) {
           const next = this.preparedAs(pw.name, pw.head, pw.query, { ...ctx, searchPath: pw.searchPath });
-          const now: SqlPrepared = next ?? { ...pw, shape: undefined, unmirrored: undefined, prepared: pw.query, version: ctx.version };
+          const now: SqlPrepared = next ?? {
+            ...pw,
+            shape: undefined,
+            unmirrored: undefined,
+            prepared: pw.query,
+            version: ctx.version,
+          };
           if (now.prepared !== pw.prepared) {
             // Prepared anew in the same Query, just before the EXECUTE; the client sees neither statement.
             edits.push({
@@ -436,7 +442,10 @@ export class Planner {
     const query = bytes.subarray(start, stmt.end).toString('utf8');
     const prepared = this.preparedAs(stmt.node.name, head, query, ctx);
     if (!prepared) return undefined;
-    return { edits: prepared.prepared === query ? [] : [{ start, end: stmt.end, text: prepared.prepared }], prepared };
+    return {
+      edits: prepared.prepared === query ? [] : [{ start, end: stmt.end, text: prepared.prepared }],
+      prepared,
+    };
   }
 
   /**
