@@ -9,7 +9,7 @@ import { connect, sleep, sqlState } from '../pg/connect.ts';
 import type { KeyColumn } from '../pg/keys.ts';
 import { keyColumns } from '../rules/key-columns.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
-import { BatchSizer, batchStatements, copyRange, nextBoundary } from './batch.ts';
+import { BatchSizer, batchStatements, copyBatch } from './batch.ts';
 import {
   type Chunk,
   claimChunk,
@@ -45,7 +45,7 @@ export interface BackfillOptions {
 
 export const DEFAULT_OPTIONS: BackfillOptions = {
   batchSize: 2000,
-  targetBatchMs: 200,
+  targetBatchMs: 500,
   workers: 1,
   maxLagMs: 3000,
   replicas: [],
@@ -69,6 +69,8 @@ export interface BackfillStats {
   /** New rows removed by settling: rows the application deleted while their batch copied them. */
   orphansRemoved: number;
   retries: number;
+  /** Batches that met a key the dual-write inserted meanwhile and ran again with ON CONFLICT DO NOTHING. */
+  conflicts: number;
   throttledMs: number;
   elapsedMs: number;
   estimatedRows: number;
@@ -102,6 +104,7 @@ export class Backfill {
     chunks: 0,
     orphansRemoved: 0,
     retries: 0,
+    conflicts: 0,
     throttledMs: 0,
     elapsedMs: 0,
     estimatedRows: 0,
@@ -251,7 +254,16 @@ export class Backfill {
   ): Promise<void> {
     const c = await connect(
       { ...this.clientConfig, application_name: 'switchyard-backfill' },
-      { lock_timeout: this.opts.lockTimeoutMs, statement_timeout: this.opts.statementTimeoutMs },
+      {
+        lock_timeout: this.opts.lockTimeoutMs,
+        statement_timeout: this.opts.statementTimeoutMs,
+        // A batch's rows and its checkpoint commit in one transaction, and Postgres
+        // loses only a suffix of asynchronously committed transactions in a crash:
+        // a lost batch is lost whole, cursor included, and is copied again on resume
+        // (a write that depends on it, such as a mirrored update of a copied row,
+        // flushes it with its own commit). So the batch need not wait for its flush.
+        synchronous_commit: 'off',
+      },
     );
     const log = this.log.child({ mapping: this.m.name, worker: n });
     const sizer = new BatchSizer(this.opts.batchSize, this.opts.targetBatchMs);
@@ -341,17 +353,22 @@ export class Backfill {
       await throttle.wait(this.signal);
       const t0 = performance.now();
       const limit = sizer.size;
-      const boundary = await this.retrying(log, sizer, () => nextBoundary(c, s, cursor, chunk.hi, limit));
-      if (!boundary) break;
       const res = await this.retrying(log, sizer, () =>
-        copyRange(c, s, cursor, boundary.last, this.m.name, chunk.chunkNo),
+        copyBatch(c, s, cursor, chunk.hi, limit, this.m.name, chunk.chunkNo),
       );
       if (res.checkpointed !== 1) {
         throw new Error(`backfill lost ownership of chunk ${chunk.chunkNo} of ${this.m.name}`);
       }
+      if (res.conflicted) {
+        this.stats.conflicts++;
+        log.debug(
+          { chunk: chunk.chunkNo },
+          'batch met a concurrently written key: copied with ON CONFLICT DO NOTHING',
+        );
+      }
       const ms = performance.now() - t0;
-      sizer.observe(boundary.n, ms);
-      cursor = boundary.last;
+      sizer.observe(res.scanned, ms);
+      cursor = res.upper;
       this.stats.rowsScanned += res.scanned;
       this.stats.rowsInserted += res.inserted;
       this.stats.batches++;
@@ -377,7 +394,7 @@ export class Backfill {
       );
       this.hooks.onBatch?.(this.stats);
       // A short batch reached the end of the chunk: no need to ask again.
-      if (boundary.n < limit) break;
+      if (!res.full) break;
     }
     return true;
   }

@@ -12,9 +12,14 @@ import { deleteOrphansWhereSql, NEW_ROW_ALIAS } from '../rules/rowsql.ts';
 import { type Chunk, SCHEMA } from './checkpoint.ts';
 
 export function sweepSql(m: CompiledMapping, keys: KeyColumn[], withLo: boolean): string {
+  const lo = withLo ? 1 : undefined;
+  const hi = withLo ? 2 : 1;
+  // Both sides bounded to the chunk's range: without the old side's bound the
+  // anti-join reads (or probes) the whole old table for every chunk.
   return deleteOrphansWhereSql(
     m,
-    keyRange(keys, 'new', withLo ? 1 : undefined, withLo ? 2 : 1, NEW_ROW_ALIAS),
+    keyRange(keys, 'new', lo, hi, NEW_ROW_ALIAS),
+    keyRange(keys, 'old', lo, hi),
   );
 }
 
@@ -30,7 +35,11 @@ export async function settleChunk(
   keys: KeyColumn[],
   chunk: Chunk,
 ): Promise<number> {
-  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  // The planner's row estimate for new is stale while the backfill fills it (the
+  // range looks nearly empty), so it would pick a nested loop with one index
+  // probe into old per new row; a merge or hash anti-join over the two key
+  // ranges is 2-4x cheaper (EXPLAIN ANALYZE, 50,000 rows: 150-440 ms vs 50-110 ms).
+  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ; SET LOCAL enable_nestloop = off');
   try {
     const del = chunk.lo
       ? await c.query(sweepSql(m, keys, true), [chunk.lo, chunk.hi])
