@@ -252,26 +252,46 @@ export class Backfill {
     s: ReturnType<typeof batchStatements>,
     throttle: LagThrottle,
   ): Promise<void> {
-    const c = await connect(
-      { ...this.clientConfig, application_name: 'switchyard-backfill' },
-      {
-        lock_timeout: this.opts.lockTimeoutMs,
-        statement_timeout: this.opts.statementTimeoutMs,
-        // A batch's rows and its checkpoint commit in one transaction, and Postgres
-        // loses only a suffix of asynchronously committed transactions in a crash:
-        // a lost batch is lost whole, cursor included, and is copied again on resume
-        // (a write that depends on it, such as a mirrored update of a copied row,
-        // flushes it with its own commit). So the batch need not wait for its flush.
-        synchronous_commit: 'off',
-      },
-    );
+    const settings = {
+      lock_timeout: this.opts.lockTimeoutMs,
+      statement_timeout: this.opts.statementTimeoutMs,
+      // A batch's rows and its checkpoint commit in one transaction, and Postgres
+      // loses only a suffix of asynchronously committed transactions in a crash:
+      // a lost batch is lost whole, cursor included, and is copied again on resume
+      // (a write that depends on it, such as a mirrored update of a copied row,
+      // flushes it with its own commit). So the batch need not wait for its flush.
+      synchronous_commit: 'off',
+    };
+    const cfg = { ...this.clientConfig, application_name: 'switchyard-backfill' };
+    const c = await connect(cfg, settings);
+    // The settle sweep of a copied chunk runs on a second connection while the
+    // worker copies the next chunk: it reads both key ranges again (about a
+    // quarter of the copy's time), which would otherwise stall the copy.
+    const settler = await connect(cfg, settings).catch(async (e) => {
+      await c.end().catch(() => {});
+      throw e;
+    });
+    const ownerPid: number = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
     const log = this.log.child({ mapping: this.m.name, worker: n });
     const sizer = new BatchSizer(this.opts.batchSize, this.opts.targetBatchMs);
     // Copied chunks waiting for older transactions to end before they are settled.
     const pending: { chunk: Chunk; copiedAt: Date }[] = [];
+    // At most one settle pass at a time, in chunk order; its error fails the worker.
+    let settling: Promise<void> | undefined;
+    let settleError: unknown;
+    const settleInBackground = () => {
+      if (settleError) throw settleError;
+      settling ??= this.settleReady(settler, keys, pending, sizer, log, false, ownerPid)
+        .catch((e) => {
+          settleError ??= e;
+        })
+        .finally(() => {
+          settling = undefined;
+        });
+    };
     try {
       for (;;) {
-        await this.settleReady(c, keys, pending, sizer, log, false);
+        settleInBackground();
         if (this.signal.aborted) return;
         const chunk = await this.retrying(log, sizer, () => claimChunk(c, this.m.name, `${this.owner}/${n}`));
         if (!chunk) break;
@@ -286,8 +306,12 @@ export class Backfill {
         }
         pending.push({ chunk, copiedAt });
       }
-      await this.settleReady(c, keys, pending, sizer, log, true);
+      await settling;
+      if (settleError) throw settleError;
+      await this.settleReady(settler, keys, pending, sizer, log, true, ownerPid);
     } finally {
+      await settling;
+      await settler.end().catch(() => {});
       await c.end().catch(() => {});
     }
   }
@@ -300,6 +324,7 @@ export class Backfill {
     sizer: BatchSizer,
     log: Logger,
     wait: boolean,
+    ownerPid: number,
   ): Promise<void> {
     let lastReport = Date.now();
     while (pending.length > 0) {
@@ -326,7 +351,7 @@ export class Backfill {
         await sleep(50);
         continue;
       }
-      const removed = await this.retrying(log, sizer, () => settleChunk(c, this.m, keys, chunk));
+      const removed = await this.retrying(log, sizer, () => settleChunk(c, this.m, keys, chunk, ownerPid));
       pending.shift();
       this.stats.chunks++;
       this.stats.orphansRemoved += removed;

@@ -34,6 +34,8 @@ export async function settleChunk(
   m: CompiledMapping,
   keys: KeyColumn[],
   chunk: Chunk,
+  /** The backend that owns the chunk (the worker's copying connection); by default this one. */
+  ownerPid?: number,
 ): Promise<number> {
   // The planner's row estimate for new is stale while the backfill fills it (the
   // range looks nearly empty), so it would pick a nested loop with one index
@@ -49,8 +51,8 @@ export async function settleChunk(
       `UPDATE ${SCHEMA}.backfill_chunks
           SET done = true, orphans_removed = orphans_removed + $3, owner = NULL, owner_pid = NULL,
               owner_started = NULL, updated_at = now()
-        WHERE mapping = $1 AND chunk_no = $2 AND owner_pid = pg_backend_pid()`,
-      [m.name, chunk.chunkNo, removed],
+        WHERE mapping = $1 AND chunk_no = $2 AND owner_pid = coalesce($4, pg_backend_pid())`,
+      [m.name, chunk.chunkNo, removed, ownerPid ?? null],
     );
     if (r.rowCount !== 1) throw new Error(`backfill lost ownership of chunk ${chunk.chunkNo} of ${m.name}`);
     await c.query('COMMIT');
