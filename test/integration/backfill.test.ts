@@ -150,7 +150,9 @@ describe('backfill', () => {
     const m = fx.mappings.get('users')!;
     await resetRun('users', 'users_v2');
     const args = ['backfill', '--config', fx.configPath, '--mapping', 'users', '--max-lag-ms', '0'];
-    const plan = ['--chunk-rows', '2000', '--batch-size', '500', '--workers', '2'];
+    // Small batches keep the first process busy until the second has started (a run of 60,000
+    // rows at full speed can end before the second process has even planned).
+    const plan = ['--chunk-rows', '2000', '--batch-size', '100', '--target-batch-ms', '5', '--workers', '2'];
     const [a, b] = await Promise.all([runCli([...args, ...plan]), runCli([...args, ...plan])]);
     expect(a.code, a.stderr).toBe(0);
     expect(b.code, b.stderr).toBe(0);
