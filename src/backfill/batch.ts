@@ -153,7 +153,9 @@ export class BatchSizer {
     initial: number,
     private readonly targetMs: number,
     private readonly min = 50,
-    private readonly max = 50_000,
+    // Above the default chunk (50,000 rows): a chunk that fits in the target time is one
+    // batch, not a full batch plus a remainder.
+    private readonly max = 500_000,
   ) {
     this.size = Math.max(min, Math.min(max, initial));
   }
