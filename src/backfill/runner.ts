@@ -263,14 +263,20 @@ export class Backfill {
       synchronous_commit: 'off',
     };
     const cfg = { ...this.clientConfig, application_name: 'switchyard-backfill' };
-    const c = await connect(cfg, settings);
     // The settle sweep of a copied chunk runs on a second connection while the
     // worker copies the next chunk: it reads both key ranges again (about a
     // quarter of the copy's time), which would otherwise stall the copy.
-    const settler = await connect(cfg, settings).catch(async (e) => {
-      await c.end().catch(() => {});
-      throw e;
-    });
+    const [opened, openedSettler] = await Promise.allSettled([
+      connect(cfg, settings),
+      connect(cfg, settings),
+    ]);
+    if (opened.status === 'rejected' || openedSettler.status === 'rejected') {
+      for (const o of [opened, openedSettler])
+        if (o.status === 'fulfilled') await o.value.end().catch(() => {});
+      throw opened.status === 'rejected' ? opened.reason : (openedSettler as PromiseRejectedResult).reason;
+    }
+    const c = opened.value;
+    const settler = openedSettler.value;
     const ownerPid: number = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
     const log = this.log.child({ mapping: this.m.name, worker: n });
     const sizer = new BatchSizer(this.opts.batchSize, this.opts.targetBatchMs);
