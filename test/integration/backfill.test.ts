@@ -160,6 +160,16 @@ describe('backfill', () => {
     }
     const killed = await run.done;
     expect(killed.signal).toBe('SIGKILL');
+    // The server finishes (and commits) a batch that was in flight when its client died; the
+    // checkpoint is read once those backends are gone, so that nothing moves after it.
+    for (let i = 0; ; i++) {
+      const r = await db.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchyard-backfill'`,
+      );
+      if (r.rows[0].n === 0) break;
+      if (i > 1500) throw new Error('the killed backfill left backends behind for 30 s');
+      await new Promise((res) => setTimeout(res, 20));
+    }
     const mid = await chunkTotals('users');
     expect(mid.done).toBeLessThan(mid.chunks);
     const copied = (await db.query('SELECT count(*)::int AS n FROM users_v2')).rows[0].n;
