@@ -51,7 +51,10 @@ export async function dryRunPlan(c: pg.Client, m: CompiledMapping, opts: Backfil
   } else {
     lines.push('  checkpoint:  none (schema switchyard would be created)');
   }
+  const s = batchStatements(m, keys);
   lines.push('  batch statement:');
-  for (const l of batchStatements(m, keys).copyFrom.split('\n')) lines.push(`    ${l.trim()}`);
+  for (const l of s.copyFrom.split('\n')) lines.push(`    ${l.trim()}`);
+  lines.push('  after a unique violation (a key the dual-write inserted meanwhile), the same batch as:');
+  for (const l of s.copyFromOnConflict.split('\n')) lines.push(`    ${l.trim()}`);
   return `${lines.join('\n')}\n`;
 }

@@ -9,7 +9,7 @@ import { connect, sleep, sqlState } from '../pg/connect.ts';
 import type { KeyColumn } from '../pg/keys.ts';
 import { keyColumns } from '../rules/key-columns.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
-import { BatchSizer, batchStatements, copyRange, nextBoundary } from './batch.ts';
+import { BatchSizer, batchStatements, copyBatch } from './batch.ts';
 import {
   type Chunk,
   claimChunk,
@@ -45,7 +45,7 @@ export interface BackfillOptions {
 
 export const DEFAULT_OPTIONS: BackfillOptions = {
   batchSize: 2000,
-  targetBatchMs: 200,
+  targetBatchMs: 500,
   workers: 1,
   maxLagMs: 3000,
   replicas: [],
@@ -69,6 +69,8 @@ export interface BackfillStats {
   /** New rows removed by settling: rows the application deleted while their batch copied them. */
   orphansRemoved: number;
   retries: number;
+  /** Batches that met a key the dual-write inserted meanwhile and ran again with ON CONFLICT DO NOTHING. */
+  conflicts: number;
   throttledMs: number;
   elapsedMs: number;
   estimatedRows: number;
@@ -102,6 +104,7 @@ export class Backfill {
     chunks: 0,
     orphansRemoved: 0,
     retries: 0,
+    conflicts: 0,
     throttledMs: 0,
     elapsedMs: 0,
     estimatedRows: 0,
@@ -249,17 +252,52 @@ export class Backfill {
     s: ReturnType<typeof batchStatements>,
     throttle: LagThrottle,
   ): Promise<void> {
-    const c = await connect(
-      { ...this.clientConfig, application_name: 'switchyard-backfill' },
-      { lock_timeout: this.opts.lockTimeoutMs, statement_timeout: this.opts.statementTimeoutMs },
-    );
+    const settings = {
+      lock_timeout: this.opts.lockTimeoutMs,
+      statement_timeout: this.opts.statementTimeoutMs,
+      // A batch's rows and its checkpoint commit in one transaction, and Postgres
+      // loses only a suffix of asynchronously committed transactions in a crash:
+      // a lost batch is lost whole, cursor included, and is copied again on resume
+      // (a write that depends on it, such as a mirrored update of a copied row,
+      // flushes it with its own commit). So the batch need not wait for its flush.
+      synchronous_commit: 'off',
+    };
+    const cfg = { ...this.clientConfig, application_name: 'switchyard-backfill' };
+    // The settle sweep of a copied chunk runs on a second connection while the
+    // worker copies the next chunk: it reads both key ranges again (about a
+    // quarter of the copy's time), which would otherwise stall the copy.
+    const [opened, openedSettler] = await Promise.allSettled([
+      connect(cfg, settings),
+      connect(cfg, settings),
+    ]);
+    if (opened.status === 'rejected' || openedSettler.status === 'rejected') {
+      for (const o of [opened, openedSettler])
+        if (o.status === 'fulfilled') await o.value.end().catch(() => {});
+      throw opened.status === 'rejected' ? opened.reason : (openedSettler as PromiseRejectedResult).reason;
+    }
+    const c = opened.value;
+    const settler = openedSettler.value;
+    const ownerPid: number = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
     const log = this.log.child({ mapping: this.m.name, worker: n });
     const sizer = new BatchSizer(this.opts.batchSize, this.opts.targetBatchMs);
     // Copied chunks waiting for older transactions to end before they are settled.
     const pending: { chunk: Chunk; copiedAt: Date }[] = [];
+    // At most one settle pass at a time, in chunk order; its error fails the worker.
+    let settling: Promise<void> | undefined;
+    let settleError: unknown;
+    const settleInBackground = () => {
+      if (settleError) throw settleError;
+      settling ??= this.settleReady(settler, keys, pending, sizer, log, false, ownerPid)
+        .catch((e) => {
+          settleError ??= e;
+        })
+        .finally(() => {
+          settling = undefined;
+        });
+    };
     try {
       for (;;) {
-        await this.settleReady(c, keys, pending, sizer, log, false);
+        settleInBackground();
         if (this.signal.aborted) return;
         const chunk = await this.retrying(log, sizer, () => claimChunk(c, this.m.name, `${this.owner}/${n}`));
         if (!chunk) break;
@@ -274,8 +312,12 @@ export class Backfill {
         }
         pending.push({ chunk, copiedAt });
       }
-      await this.settleReady(c, keys, pending, sizer, log, true);
+      await settling;
+      if (settleError) throw settleError;
+      await this.settleReady(settler, keys, pending, sizer, log, true, ownerPid);
     } finally {
+      await settling;
+      await settler.end().catch(() => {});
       await c.end().catch(() => {});
     }
   }
@@ -288,6 +330,7 @@ export class Backfill {
     sizer: BatchSizer,
     log: Logger,
     wait: boolean,
+    ownerPid: number,
   ): Promise<void> {
     let lastReport = Date.now();
     while (pending.length > 0) {
@@ -314,7 +357,7 @@ export class Backfill {
         await sleep(50);
         continue;
       }
-      const removed = await this.retrying(log, sizer, () => settleChunk(c, this.m, keys, chunk));
+      const removed = await this.retrying(log, sizer, () => settleChunk(c, this.m, keys, chunk, ownerPid));
       pending.shift();
       this.stats.chunks++;
       this.stats.orphansRemoved += removed;
@@ -341,17 +384,22 @@ export class Backfill {
       await throttle.wait(this.signal);
       const t0 = performance.now();
       const limit = sizer.size;
-      const boundary = await this.retrying(log, sizer, () => nextBoundary(c, s, cursor, chunk.hi, limit));
-      if (!boundary) break;
       const res = await this.retrying(log, sizer, () =>
-        copyRange(c, s, cursor, boundary.last, this.m.name, chunk.chunkNo),
+        copyBatch(c, s, cursor, chunk.hi, limit, this.m.name, chunk.chunkNo),
       );
       if (res.checkpointed !== 1) {
         throw new Error(`backfill lost ownership of chunk ${chunk.chunkNo} of ${this.m.name}`);
       }
+      if (res.conflicted) {
+        this.stats.conflicts++;
+        log.debug(
+          { chunk: chunk.chunkNo },
+          'batch met a concurrently written key: copied with ON CONFLICT DO NOTHING',
+        );
+      }
       const ms = performance.now() - t0;
-      sizer.observe(boundary.n, ms);
-      cursor = boundary.last;
+      sizer.observe(res.scanned, ms);
+      cursor = res.upper;
       this.stats.rowsScanned += res.scanned;
       this.stats.rowsInserted += res.inserted;
       this.stats.batches++;
@@ -377,7 +425,7 @@ export class Backfill {
       );
       this.hooks.onBatch?.(this.stats);
       // A short batch reached the end of the chunk: no need to ask again.
-      if (boundary.n < limit) break;
+      if (!res.full) break;
     }
     return true;
   }

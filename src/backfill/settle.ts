@@ -12,9 +12,14 @@ import { deleteOrphansWhereSql, NEW_ROW_ALIAS } from '../rules/rowsql.ts';
 import { type Chunk, SCHEMA } from './checkpoint.ts';
 
 export function sweepSql(m: CompiledMapping, keys: KeyColumn[], withLo: boolean): string {
+  const lo = withLo ? 1 : undefined;
+  const hi = withLo ? 2 : 1;
+  // Both sides bounded to the chunk's range: without the old side's bound the
+  // anti-join reads (or probes) the whole old table for every chunk.
   return deleteOrphansWhereSql(
     m,
-    keyRange(keys, 'new', withLo ? 1 : undefined, withLo ? 2 : 1, NEW_ROW_ALIAS),
+    keyRange(keys, 'new', lo, hi, NEW_ROW_ALIAS),
+    keyRange(keys, 'old', lo, hi),
   );
 }
 
@@ -29,8 +34,14 @@ export async function settleChunk(
   m: CompiledMapping,
   keys: KeyColumn[],
   chunk: Chunk,
+  /** The backend that owns the chunk (the worker's copying connection); by default this one. */
+  ownerPid?: number,
 ): Promise<number> {
-  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  // The planner's row estimate for new is stale while the backfill fills it (the
+  // range looks nearly empty), so it would pick a nested loop with one index
+  // probe into old per new row; a merge or hash anti-join over the two key
+  // ranges is 2-4x cheaper (EXPLAIN ANALYZE, 50,000 rows: 150-440 ms vs 50-110 ms).
+  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ; SET LOCAL enable_nestloop = off');
   try {
     const del = chunk.lo
       ? await c.query(sweepSql(m, keys, true), [chunk.lo, chunk.hi])
@@ -40,8 +51,8 @@ export async function settleChunk(
       `UPDATE ${SCHEMA}.backfill_chunks
           SET done = true, orphans_removed = orphans_removed + $3, owner = NULL, owner_pid = NULL,
               owner_started = NULL, updated_at = now()
-        WHERE mapping = $1 AND chunk_no = $2 AND owner_pid = pg_backend_pid()`,
-      [m.name, chunk.chunkNo, removed],
+        WHERE mapping = $1 AND chunk_no = $2 AND owner_pid = coalesce($4, pg_backend_pid())`,
+      [m.name, chunk.chunkNo, removed, ownerPid ?? null],
     );
     if (r.rowCount !== 1) throw new Error(`backfill lost ownership of chunk ${chunk.chunkNo} of ${m.name}`);
     await c.query('COMMIT');

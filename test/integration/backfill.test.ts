@@ -100,6 +100,41 @@ describe('backfill', () => {
     expect(await mismatches(q, m)).toBe(0);
   });
 
+  it('leaves a row the dual-write inserts during the batch as it is (unique violation, then ON CONFLICT DO NOTHING)', async () => {
+    const m = fx.mappings.get('lines')!;
+    await resetRun('lines', 'order_lines_v2');
+    // A mirrored insert still open when the batch starts: its snapshot cannot see the row, so the
+    // batch's plain insert waits on the key and fails once the application commits.
+    const app = new pg.Client({ connectionString: db.url });
+    await app.connect();
+    try {
+      await app.query('BEGIN');
+      await app.query(`UPDATE order_lines SET qty = 777 WHERE order_id = 9 AND line_no = 3`);
+      await app.query(`INSERT INTO order_lines_v2 VALUES (9, 3, 'SKU-27', 777)`);
+      const opts = { ...DEFAULT_OPTIONS, maxLagMs: 0, restart: true, lockTimeoutMs: 60_000 };
+      const run = new Backfill(m, fx.clientConfig, opts, silentLogger).run();
+      for (;;) {
+        const w = await db.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchyard-backfill' AND wait_event_type = 'Lock'`,
+        );
+        if (w.rows[0].n > 0) break;
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      await app.query('COMMIT');
+      const r = await run;
+      expect(r.conflicts).toBeGreaterThanOrEqual(1);
+      expect(r.rowsScanned).toBe(12_000);
+      expect(r.rowsInserted).toBe(11_999);
+      const row = await db.query(
+        `SELECT quantity::int AS q FROM order_lines_v2 WHERE order_id = 9 AND line = 3`,
+      );
+      expect(row.rows[0].q).toBe(777);
+      expect(await mismatches(q, m)).toBe(0);
+    } finally {
+      await app.end();
+    }
+  });
+
   // Real CLI processes: their start-up dominates on a busy machine, hence the longer timeouts.
   it('resumes exactly after SIGKILL halfway', { timeout: 180_000 }, async () => {
     const m = fx.mappings.get('users')!;
@@ -125,6 +160,16 @@ describe('backfill', () => {
     }
     const killed = await run.done;
     expect(killed.signal).toBe('SIGKILL');
+    // The server finishes (and commits) a batch that was in flight when its client died; the
+    // checkpoint is read once those backends are gone, so that nothing moves after it.
+    for (let i = 0; ; i++) {
+      const r = await db.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchyard-backfill'`,
+      );
+      if (r.rows[0].n === 0) break;
+      if (i > 1500) throw new Error('the killed backfill left backends behind for 30 s');
+      await new Promise((res) => setTimeout(res, 20));
+    }
     const mid = await chunkTotals('users');
     expect(mid.done).toBeLessThan(mid.chunks);
     const copied = (await db.query('SELECT count(*)::int AS n FROM users_v2')).rows[0].n;
@@ -150,7 +195,9 @@ describe('backfill', () => {
     const m = fx.mappings.get('users')!;
     await resetRun('users', 'users_v2');
     const args = ['backfill', '--config', fx.configPath, '--mapping', 'users', '--max-lag-ms', '0'];
-    const plan = ['--chunk-rows', '2000', '--batch-size', '500', '--workers', '2'];
+    // Small batches keep the first process busy until the second has started (a run of 60,000
+    // rows at full speed can end before the second process has even planned).
+    const plan = ['--chunk-rows', '2000', '--batch-size', '100', '--target-batch-ms', '5', '--workers', '2'];
     const [a, b] = await Promise.all([runCli([...args, ...plan]), runCli([...args, ...plan])]);
     expect(a.code, a.stderr).toBe(0);
     expect(b.code, b.stderr).toBe(0);
