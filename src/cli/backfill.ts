@@ -157,6 +157,7 @@ export async function run(argv: string[]): Promise<number> {
       batches: stats.batches,
       chunks: stats.chunks,
       orphansRemoved: stats.orphansRemoved,
+      conflicts: stats.conflicts,
       retries: stats.retries,
       throttledSeconds: Math.round(stats.throttledMs / 100) / 10,
       seconds: Math.round(stats.elapsedMs / 100) / 10,
