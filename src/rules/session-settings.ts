@@ -48,6 +48,12 @@ export interface RoleChange {
 }
 
 const ROLE_HINT = /\brole\b|authorization|discard/i;
+/**
+ * Some statement of the text starts with SET, RESET or DISCARD (comments
+ * before it allowed): texts that merely name a column "role" are not parsed
+ * again for every execution.
+ */
+const SETTING_STATEMENT = /(?:^|;)\s*(?:(?:--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)\s*)*(?:set|reset|discard)\b/i;
 
 /**
  * The role changes a text makes, in order: SET [SESSION|LOCAL] ROLE, RESET
@@ -55,7 +61,7 @@ const ROLE_HINT = /\brole\b|authorization|discard/i;
  * "$user" in the search_path depends on them.
  */
 export function roleChanges(sql: string): RoleChange[] {
-  if (!ROLE_HINT.test(sql)) return [];
+  if (!ROLE_HINT.test(sql) || !SETTING_STATEMENT.test(sql)) return [];
   let parsed: ParsedSql;
   try {
     parsed = parseSql(sql);

@@ -90,5 +90,13 @@ describe('name-resolution changes', () => {
       { what: 'session', role: null, local: false },
     ]);
     expect(roleChanges('SELECT 1')).toEqual([]);
+    // After comments and other statements too; a column named role is not a change.
+    expect(roleChanges('/* app */ -- set by the pool\n  SET ROLE evil')).toEqual([
+      { what: 'role', role: 'evil', local: false },
+    ]);
+    expect(roleChanges("SELECT role FROM users WHERE role = 'admin'; set role evil")).toEqual([
+      { what: 'role', role: 'evil', local: false },
+    ]);
+    expect(roleChanges("SELECT role FROM users WHERE role = 'admin'")).toEqual([]);
   });
 });
