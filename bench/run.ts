@@ -10,6 +10,9 @@
 //   3. Reads switched to the new table against the hand-written query, with
 //      both plans.
 //   4. 1,000 idle client connections: resident memory of the proxy.
+//   5. The mixed OLTP transaction on the table being migrated (update, upsert,
+//      read, commit, delete), 8 and 32 clients, -M simple and -M prepared:
+//      switchyard mirroring, a trigger doing the same dual write, no mirror.
 //
 // The figures replace the generated part of bench/RESULTS.md.
 //
@@ -18,7 +21,7 @@
 //   SWITCHYARD_BENCH_ROUNDS    runs per cell and system, pooled (default 2)
 //   SWITCHYARD_BENCH_CLIENTS   client counts (default 1,8,32)
 //   SWITCHYARD_BENCH_SCALE     pgbench scale (default 10)
-//   SWITCHYARD_BENCH_ONLY      sections to run: pgbench,dualwrite,reads,idle (default all)
+//   SWITCHYARD_BENCH_ONLY      sections to run: pgbench,dualwrite,reads,idle,oltp (default all)
 //   SWITCHYARD_BENCH_IDLE      idle connections (default 1000)
 //   SWITCHYARD_BENCH_PG_BIN    Postgres bin directory (default: embedded PG 18)
 //   SWITCHYARD_BENCH_PGBENCH   pgbench binary (default: pgbench on PATH)
@@ -32,7 +35,15 @@ import pg from 'pg';
 import { LocalCluster } from '../src/demo/cluster.ts';
 import { type PgbenchResult, pgbench, pgbenchInit, pgbenchVersion, type Target } from './lib/pgbench.ts';
 import { cpuMicros, loadAvg, rssBytes } from './lib/proc.ts';
-import { MAPPING, READ_HAND_SQL, READ_OLD_SQL, readScript, SETUP_SQL, WRITE_SCRIPTS } from './lib/schema.ts';
+import {
+  MAPPING,
+  oltpScript,
+  READ_HAND_SQL,
+  READ_OLD_SQL,
+  readScript,
+  SETUP_SQL,
+  WRITE_SCRIPTS,
+} from './lib/schema.ts';
 import { fmt, median, ms, quantile, ratio, table } from './lib/stats.ts';
 import {
   type Proc,
@@ -51,7 +62,7 @@ const ROUNDS = Number(env.SWITCHYARD_BENCH_ROUNDS ?? 2);
 const CLIENTS = (env.SWITCHYARD_BENCH_CLIENTS ?? '1,8,32').split(',').map(Number);
 const SCALE = Number(env.SWITCHYARD_BENCH_SCALE ?? 10);
 const IDLE = Number(env.SWITCHYARD_BENCH_IDLE ?? 1000);
-const ONLY = new Set((env.SWITCHYARD_BENCH_ONLY ?? 'pgbench,dualwrite,reads,idle').split(','));
+const ONLY = new Set((env.SWITCHYARD_BENCH_ONLY ?? 'pgbench,dualwrite,reads,idle,oltp').split(','));
 const OUT = env.SWITCHYARD_BENCH_OUT ?? path.join(ROOT, 'bench/RESULTS.md');
 const DB = 'bench';
 const USER = 'postgres';
@@ -168,6 +179,7 @@ async function main(): Promise<void> {
     await section('dualwrite', () => dualWrite(work, cluster.port, syMapped, admin));
     await section('reads', () => reads(work, up, cluster.port, admin, procs));
     await section('idle', () => idle(syMapped, bouncer));
+    await section('oltp', () => oltp(work, cluster.port, syMapped, admin));
     await admin.end();
     await flush(true);
     say(`figures written to ${path.relative(process.cwd(), OUT)}`);
@@ -654,3 +666,64 @@ main().catch((e) => {
   process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exitCode = 1;
 });
+
+// ---- 5. the mixed OLTP transaction on the migrated table --------------------------
+
+async function oltp(work: string, directPort: number, syMapped: Proc, admin: pg.Client): Promise<string> {
+  const live = await mirroringLive(syMapped.port, admin);
+  const variants = [
+    {
+      key: 'switchyard',
+      label: live ? 'switchyard (mirrored)' : 'switchyard (NOT mirroring)',
+      port: syMapped.port,
+      proc: syMapped,
+      table: 'users',
+    },
+    { key: 'trigger', label: 'direct, trigger dual write', port: directPort, table: 'users_trg' },
+    { key: 'none', label: 'direct, no mirror', port: directPort, table: 'users_app' },
+  ];
+  const files = new Map<string, string>();
+  for (const v of variants) {
+    const f = path.join(work, `oltp-${v.key}.sql`);
+    await fs.writeFile(f, oltpScript(v.table));
+    files.set(v.key, f);
+  }
+  const rows: string[][] = [];
+  let turn = 0;
+  for (const clients of CLIENTS.filter((c) => c > 1)) {
+    for (const mode of ['simple', 'prepared'] as const) {
+      const runs = new Map<string, Measured[]>();
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
+        turn++;
+        for (const v of order) {
+          say(`oltp -M ${mode} -c ${clients} -> ${v.key}`);
+          const r = await measure(v, { file: files.get(v.key)!, mode, clients }, work);
+          runs.set(v.key, [...(runs.get(v.key) ?? []), r]);
+        }
+      }
+      const trigger = pooled(runs.get('trigger')!);
+      for (const v of variants) {
+        const r = pooled(runs.get(v.key)!);
+        rows.push([
+          String(clients),
+          mode,
+          v.label,
+          fmt(r.tps),
+          ratio(r.tps, trigger.tps),
+          ms(r.p50),
+          r.proxyCpuPerTx === undefined ? '–' : fmt(r.proxyCpuPerTx, 1),
+          String(r.failed),
+        ]);
+      }
+    }
+  }
+  return [
+    '### The mixed OLTP transaction on the migrated table',
+    '',
+    `\`BEGIN; UPDATE; INSERT ... ON CONFLICT DO UPDATE; SELECT; COMMIT; DELETE\` on the mapped table, pgbench. Mirroring through switchyard at the time of the run: **${live ? 'yes' : 'no'}**. The trigger variant keeps its new table in step with a BEFORE INSERT OR UPDATE and an AFTER DELETE row trigger; \`vs trigger\` is TPS over the trigger's in the same cell; proxy CPU is the switchyard process's CPU time per transaction.`,
+    '',
+    table(['clients', 'mode', 'how', 'TPS', 'vs trigger', 'p50 ms', 'proxy CPU µs/tx', 'failed'], rows),
+    '',
+  ].join('\n');
+}

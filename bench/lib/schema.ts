@@ -57,6 +57,13 @@ BEGIN
 END $$;
 CREATE TRIGGER users_trg_mirror BEFORE INSERT OR UPDATE ON users_trg
   FOR EACH ROW EXECUTE FUNCTION users_trg_mirror();
+CREATE FUNCTION users_trg_unmirror() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM users_trg_v2 WHERE id = OLD.id;
+  RETURN OLD;
+END $$;
+CREATE TRIGGER users_trg_unmirror AFTER DELETE ON users_trg
+  FOR EACH ROW EXECUTE FUNCTION users_trg_unmirror();
 `;
 
 const VALUES = "'User' || :n || '@Example.com', 'first' || :n, 'last' || :n";
@@ -95,4 +102,21 @@ export const READ_HAND_SQL =
 
 export const readScript = (sql: string) => `\\set id random(1, ${PREFILL_ROWS})
 ${sql};
+`;
+
+/**
+ * A typical OLTP transaction on the table being migrated: an update, an upsert
+ * and a read in one transaction, then a delete, on keys spread over the table
+ * (upserts and deletes above the prefilled range keep its size steady).
+ */
+export const oltpScript = (t: string) => `\\set id random(1, ${PREFILL_ROWS})
+\\set k random(${PREFILL_ROWS + 1}, ${PREFILL_ROWS + 100_000})
+\\set d random(${PREFILL_ROWS + 1}, ${PREFILL_ROWS + 100_000})
+\\set n random(1, 1000000000)
+BEGIN;
+UPDATE ${t} SET email = 'User' || :n || '@Example.com' WHERE id = :id;
+INSERT INTO ${t} (id, email, first_name, last_name) VALUES (:k, ${VALUES}) ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email;
+SELECT id, email, first_name, last_name FROM ${t} WHERE id = :k;
+COMMIT;
+DELETE FROM ${t} WHERE id = :d;
 `;
