@@ -255,6 +255,23 @@ function pooled(rs: Measured[]): Measured {
   };
 }
 
+/** Rotates who goes first from cell to cell, so no system always runs right after the same neighbour. */
+let turn = 0;
+
+/** One cell: ROUNDS runs of each variant, in a rotating order, pooled per variant. */
+async function alternate<V extends { key: string }>(
+  variants: V[],
+  run: (v: V) => Promise<Measured>,
+): Promise<Map<string, Measured>> {
+  const runs = new Map<string, Measured[]>();
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
+    turn++;
+    for (const v of order) runs.set(v.key, [...(runs.get(v.key) ?? []), await run(v)]);
+  }
+  return new Map([...runs].map(([k, rs]) => [k, pooled(rs)] as const));
+}
+
 // ---- 1. pgbench matrix -------------------------------------------------------
 
 async function pgbenchMatrix(systems: System[], work: string): Promise<string> {
@@ -264,10 +281,8 @@ async function pgbenchMatrix(systems: System[], work: string): Promise<string> {
       for (const clients of CLIENTS) cells.push({ script, mode, clients });
   const results = new Map<string, Measured[]>();
   const k = (c: (typeof cells)[number], sys: string) => `${c.script}/${c.mode}/${c.clients}/${sys}`;
-  let turn = 0;
   for (let round = 0; round < ROUNDS; round++) {
     for (const cell of cells) {
-      // Rotate who goes first so no system always runs right after the same neighbour.
       const order = systems.map((_, i) => systems[(i + turn) % systems.length]);
       turn++;
       for (const sys of order) {
@@ -432,22 +447,15 @@ async function dualWrite(
     },
   ];
   const rows: string[][] = [];
-  let turn = 0;
   const res = new Map<string, Measured>();
   for (const op of ['insert', 'update'] as const) {
     for (const mode of ['simple', 'prepared'] as const) {
-      const runs = new Map<string, Measured[]>();
-      for (let round = 0; round < ROUNDS; round++) {
-        const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
-        turn++;
-        for (const v of order) {
-          say(`dual-write ${op} -M ${mode} -> ${v.key}`);
-          const file = await scriptFile(`${op}-${v.key}`, v.script(op));
-          const r = await measure(v, { file, mode, clients: 1 }, work);
-          runs.set(v.key, [...(runs.get(v.key) ?? []), r]);
-        }
-      }
-      for (const [key, rs] of runs) res.set(`${op}/${mode}/${key}`, pooled(rs));
+      const cell = await alternate(variants, async (v) => {
+        say(`dual-write ${op} -M ${mode} -> ${v.key}`);
+        const file = await scriptFile(`${op}-${v.key}`, v.script(op));
+        return measure(v, { file, mode, clients: 1 }, work);
+      });
+      for (const [key, r] of cell) res.set(`${op}/${mode}/${key}`, r);
       for (const v of variants) {
         const r = res.get(`${op}/${mode}/${v.key}`)!;
         const d = res.get(`${op}/${mode}/direct`)!;
@@ -550,21 +558,13 @@ async function reads(
     { key: 'old-direct', label: 'old query on users, direct', port: directPort, sql: READ_OLD_SQL },
   ];
   const rows: string[][] = [];
-  let turn = 0;
   for (const mode of ['simple', 'prepared'] as const) {
-    const runs = new Map<string, Measured[]>();
-    for (let round = 0; round < ROUNDS; round++) {
-      const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
-      turn++;
-      for (const v of order) {
-        say(`reads -M ${mode} -> ${v.key}`);
-        const file = path.join(work, `read-${v.key}.sql`);
-        await fs.writeFile(file, readScript(v.sql));
-        const r = await measure(v, { file, mode, clients: 1 }, work);
-        runs.set(v.key, [...(runs.get(v.key) ?? []), r]);
-      }
-    }
-    const res = new Map([...runs].map(([k, rs]) => [k, pooled(rs)] as const));
+    const res = await alternate(variants, async (v) => {
+      say(`reads -M ${mode} -> ${v.key}`);
+      const file = path.join(work, `read-${v.key}.sql`);
+      await fs.writeFile(file, readScript(v.sql));
+      return measure(v, { file, mode, clients: 1 }, work);
+    });
     const base = res.get('hand-sy')!;
     for (const v of variants) {
       const r = res.get(v.key)!;
@@ -689,22 +689,15 @@ async function oltp(work: string, directPort: number, syMapped: Proc, admin: pg.
     files.set(v.key, f);
   }
   const rows: string[][] = [];
-  let turn = 0;
   for (const clients of CLIENTS.filter((c) => c > 1)) {
     for (const mode of ['simple', 'prepared'] as const) {
-      const runs = new Map<string, Measured[]>();
-      for (let round = 0; round < ROUNDS; round++) {
-        const order = variants.map((_, i) => variants[(i + turn) % variants.length]);
-        turn++;
-        for (const v of order) {
-          say(`oltp -M ${mode} -c ${clients} -> ${v.key}`);
-          const r = await measure(v, { file: files.get(v.key)!, mode, clients }, work);
-          runs.set(v.key, [...(runs.get(v.key) ?? []), r]);
-        }
-      }
-      const trigger = pooled(runs.get('trigger')!);
+      const res = await alternate(variants, (v) => {
+        say(`oltp -M ${mode} -c ${clients} -> ${v.key}`);
+        return measure(v, { file: files.get(v.key)!, mode, clients }, work);
+      });
+      const trigger = res.get('trigger')!;
       for (const v of variants) {
-        const r = pooled(runs.get(v.key)!);
+        const r = res.get(v.key)!;
         rows.push([
           String(clients),
           mode,
