@@ -98,11 +98,6 @@ export class Session {
     this.startupTimer.unref();
   }
 
-  /** Transaction status from the last ReadyForQuery: I, T or E. */
-  get txStatus(): number {
-    return this.sql?.txStatus ?? 0x49;
-  }
-
   /** In a transaction or with statements in flight: what a graceful drain waits for. */
   get busy(): boolean {
     return this.phase !== 'ready' || !this.sql.idle || this.round.inFlight > 0;

@@ -174,14 +174,23 @@ export function negotiate(
     case 'cancel': {
       // The client holds the server's own key data (BackendKeyData is relayed
       // untouched), so the request is forwarded as it is.
+      // Bounded by the connect timeout, before and after the connection opens: a
+      // server that never answers holds nothing.
       const target = deps.upstream();
-      deps.connect({ host: target.host, port: target.port }).then(
-        (t) => {
-          t.bind({ data: () => {}, closed: () => {} });
-          t.end(event.packet);
-        },
-        () => {},
-      );
+      deps
+        .connect({
+          host: target.host,
+          port: target.port,
+          signal: AbortSignal.timeout(target.connectTimeoutMs),
+        })
+        .then(
+          (t) => {
+            t.bind({ data: () => {}, closed: () => {} });
+            t.end(event.packet);
+            setTimeout(() => t.destroy(), target.connectTimeoutMs).unref();
+          },
+          () => {},
+        );
       host.close('cancel request');
       return false;
     }

@@ -132,15 +132,6 @@ export function probeTcp(host: string, port: number, timeoutMs: number): Promise
   });
 }
 
-/** Sends bytes on a new connection and closes it; any failure is ignored (CancelRequest relay). */
-export function sendAndClose(host: string, port: number, bytes: Buffer, timeoutMs: number): void {
-  const s = net.connect({ host, port });
-  s.setTimeout(timeoutMs, () => s.destroy());
-  s.on('connect', () => s.end(bytes));
-  s.on('error', () => {});
-  s.on('close', () => {});
-}
-
 export function listenTcp(
   host: string,
   port: number,
