@@ -10,8 +10,6 @@ import type { SessionRules } from './rules-port.ts';
 export const TX_IDLE = 0x49; // 'I'
 export const TX_FAILED = 0x45; // 'E'
 
-// A Unicode-escaped name (SET U&"\0073earch_path") can spell search_path without the word.
-const SEARCH_PATH_HINT = /search_path|reset\s+all|discard\s+all|u&"/i;
 
 interface Roles {
   role?: string;
@@ -68,7 +66,6 @@ export class SessionSqlState {
   follow(sql: string, rules: SessionRules): void {
     if (!this.idle && TX_CONTROL.test(sql)) this.followSavepoint(sql);
     this.followRoles(sql, rules);
-    if (!SEARCH_PATH_HINT.test(sql)) return;
     const change = rules.searchPathChange(sql);
     if (!change) return;
     const value = change.value ?? this.defaultSearchPath;

@@ -5,7 +5,9 @@ import { type Node, type ParsedSql, type ParsedStatement, parseSql } from '../sq
 import { setConfigSearchPath } from '../sql/search-path.ts';
 import type { SearchPathChange } from './plan-types.ts';
 
-const SEARCH_PATH_HINT = /search_path|reset|discard|u&"/i;
+// Only texts that can change search_path are parsed: they name it, reset or
+// discard everything, or spell a name Unicode-escaped (SET U&"\0073earch_path").
+const SEARCH_PATH_HINT = /search_path|reset\s+all|discard\s+all|u&"/i;
 
 /** The search_path change a simple-Query or Parse text makes, if any (the last one wins). */
 export function searchPathChange(sql: string): SearchPathChange | undefined {
