@@ -10,7 +10,6 @@ import type { SessionRules } from './rules-port.ts';
 export const TX_IDLE = 0x49; // 'I'
 export const TX_FAILED = 0x45; // 'E'
 
-
 interface Roles {
   role?: string;
   session?: string;
