@@ -71,9 +71,18 @@ for (const [i, pass] of passes.entries()) {
       numPassedTests: number;
       numFailedTests: number;
       numTotalTests: number;
+      testResults: { status: string; assertionResults: { status: string }[] }[];
     };
     passed += json.numPassedTests;
     failed += json.numFailedTests + (json.numTotalTests === 0 ? 1 : 0);
+    // A file that fails outside any test (its beforeAll, its import) leaves
+    // its tests unrun: each of them counts as failed, and the file at least once.
+    for (const file of json.testResults) {
+      if (file.status !== 'failed') continue;
+      const unrun = file.assertionResults.filter((a) => a.status !== 'passed' && a.status !== 'failed');
+      const ranAndFailed = file.assertionResults.some((a) => a.status === 'failed');
+      failed += unrun.length > 0 ? unrun.length : ranAndFailed ? 0 : 1;
+    }
   } catch {
     failed += 1;
   }

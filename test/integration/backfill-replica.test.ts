@@ -44,7 +44,7 @@ beforeAll(async () => {
       $$ BEGIN PERFORM pg_sleep(${BATCH_FLOOR_MS / 1000}); RETURN NULL; END $$;
     CREATE TRIGGER slow_batch BEFORE INSERT ON users_v2 FOR EACH STATEMENT EXECUTE FUNCTION slow_batch();`);
   fx = await writeConfig(pair.primary.url('app'), USERS_MAPPING);
-  await waitReplayed(pair, 'app');
+  await waitReplayed(pair);
 });
 
 afterAll(async () => {
@@ -112,7 +112,7 @@ describe('replica-lag throttle', () => {
     await throttledRun({ replicas: [pair.standby.url('app')] });
     const after = (await metrics.backfillThrottled.get()).values.find((v) => v.labels.mapping === 'users');
     expect((after?.value ?? 0) - (before?.value ?? 0)).toBeGreaterThanOrEqual(2);
-    await waitReplayed(pair, 'app');
+    await waitReplayed(pair);
   });
 
   it('measures lag from pg_stat_replication on the primary when no replica is named', async () => {

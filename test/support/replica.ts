@@ -42,16 +42,18 @@ async function one<T>(url: string, sql: string): Promise<T> {
   }
 }
 
-/** Waits until the standby has replayed everything the primary has written so far. */
-export async function waitReplayed(p: ReplicaPair, database = 'postgres', timeoutMs = 30_000): Promise<void> {
-  const { lsn } = await one<{ lsn: string }>(
-    p.primary.url(database),
-    'SELECT pg_current_wal_lsn()::text AS lsn',
-  );
+/**
+ * Waits until the standby has replayed everything the primary has written so
+ * far. WAL positions are cluster-wide, so both sides are asked in the
+ * `postgres` database: a database just created on the primary may not exist
+ * on the standby until this wait is over.
+ */
+export async function waitReplayed(p: ReplicaPair, timeoutMs = 30_000): Promise<void> {
+  const { lsn } = await one<{ lsn: string }>(p.primary.url(), 'SELECT pg_current_wal_lsn()::text AS lsn');
   const until = Date.now() + timeoutMs;
   for (;;) {
     const r = await one<{ ok: boolean }>(
-      p.standby.url(database),
+      p.standby.url(),
       `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn AS ok`,
     );
     if (r.ok) return;
