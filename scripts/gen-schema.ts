@@ -30,9 +30,16 @@ export function buildJsonSchema(): Record<string, unknown> {
         js.anyOf = [{ required: ['url'] }, { required: ['host'] }];
       }
       if (zodSchema === mappingSchema) {
-        js.if = { properties: { reads: { const: 'new' } }, required: ['reads'] };
-        // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a thenable
-        js.then = { required: ['down'] };
+        // Reading new (reads: new) and mirroring into old (dualWrite: both) both need down.
+        const needsDown = (when: Record<string, unknown>) => ({
+          if: when,
+          // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a thenable
+          then: { required: ['down'] },
+        });
+        js.allOf = [
+          needsDown({ properties: { reads: { const: 'new' } }, required: ['reads'] }),
+          needsDown({ properties: { dualWrite: { const: 'both' } }, required: ['dualWrite'] }),
+        ];
       }
     },
   }) as Record<string, unknown>;

@@ -91,7 +91,7 @@ export function buildStatus(deps: AdminDeps, now = new Date()): AdminStatus {
       new: m.new,
       dualWrite: m.dualWrite,
       reads: m.reads,
-      mirroring: m.dualWrite && !effective,
+      mirroring: m.dualWrite !== false && !effective,
     })),
     connections: deps.connections(),
     draining: deps.draining(),

@@ -14,7 +14,8 @@ export interface MappingStatus {
   name: string;
   old: string;
   new: string;
-  dualWrite: boolean;
+  /** both: writes on new are mirrored into old too. */
+  dualWrite: boolean | 'both';
   reads: 'old' | 'new';
   /** dualWrite and the kill switch off: writes on old are mirrored right now. */
   mirroring: boolean;
@@ -98,8 +99,8 @@ export function renderStatus(s: AdminStatus, readiness?: Readiness): string {
           m.name,
           m.old,
           m.new,
-          onOff(m.dualWrite),
-          m.mirroring ? 'yes' : m.dualWrite ? 'no (kill switch)' : 'no',
+          m.dualWrite === 'both' ? 'both ways' : onOff(m.dualWrite),
+          m.mirroring ? 'yes' : m.dualWrite !== false ? 'no (kill switch)' : 'no',
           m.reads,
         ]),
       ),

@@ -81,7 +81,19 @@ export const mappingSchema = z
     old: tableName.describe('The table the application writes today'),
     new: tableName.describe('The table being migrated to'),
     key: z.array(z.string().min(1)).min(1).describe('Key columns of the new table (primary key or unique)'),
-    dualWrite: z.boolean().default(true).describe('Mirror writes on old into new'),
+    dualWrite: z
+      .union([z.boolean(), z.literal('both')])
+      .default(true)
+      .describe(
+        'true: mirror writes on old into new (by up); both: also mirror writes on new into old (by down); false: mirror nothing',
+      ),
+    oldKey: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .describe(
+        "Key columns of the old table that writes on new are mirrored by (dualWrite: both); default: the old table's primary key",
+      ),
     reads: z.enum(['old', 'new']).default('old').describe('Which table serves reads of old'),
     up: exprMap.describe('new column -> SQL expression over the old row'),
     down: exprMap
@@ -97,6 +109,19 @@ export const mappingSchema = z
         message:
           'missing required key down: reads: new serves reads from the new table, so every old column needs an SQL expression over the new row',
       });
+    }
+    if (m.dualWrite === 'both' && !m.down) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [],
+        message:
+          'missing required key down: dualWrite: both mirrors writes on new into old, so old columns need SQL expressions over the new row',
+      });
+    }
+    for (const k of m.oldKey ?? []) {
+      if (m.down && !(k in m.down)) {
+        ctx.addIssue({ code: 'custom', path: ['oldKey'], message: `column ${k} has no down expression` });
+      }
     }
     for (const k of m.key) {
       if (!(k in m.up)) {

@@ -99,7 +99,7 @@ export class ConfigStore<R = unknown> extends EventEmitter {
     metrics.dualWrite.reset();
     metrics.readsNew.reset();
     for (const m of c.mappings) {
-      metrics.dualWrite.set({ mapping: m.name }, m.dualWrite && !this.killSwitch ? 1 : 0);
+      metrics.dualWrite.set({ mapping: m.name }, m.dualWrite !== false && !this.killSwitch ? 1 : 0);
       metrics.readsNew.set({ mapping: m.name }, m.reads === 'new' ? 1 : 0);
     }
   }

@@ -8,8 +8,9 @@
 // The rule: a mirror failure is an error whose fields point at the mirror.
 // - schema (s) is the helper schema `switchyard_mirror`, or the context (W)
 //   names it (an error inside a helper function);
-// - table (t) is the mapping's new table (schema matched when the error names
-//   one): a constraint, index or NOT NULL of the new table refused the row;
+// - table (t) is the table the mirror writes (the mapping's new table; the
+//   old one for a write on new under dualWrite: both) (schema matched when the error names
+//   one): a constraint, index or NOT NULL of that table refused the row;
 // - the context (W) names the new table as a relation (a lock wait, a
 //   deadlock, an index insert on it).
 // Everything else is the application's, counted by SQLSTATE class. That
@@ -77,18 +78,29 @@ export function sqlstateClass(code: string): string {
 
 // Which new table each mapping mirrors into, per compiled rules object: the
 // compile step registers it, the session looks it up on the error path.
-const targets = new WeakMap<SessionRules, ReadonlyMap<string, MirrorTarget>>();
+// A write on new mirrored into old (dualWrite: both) has the old table as its target.
+interface MirrorTargets {
+  forward: MirrorTarget;
+  reverse: MirrorTarget;
+}
+const targets = new WeakMap<SessionRules, ReadonlyMap<string, MirrorTargets>>();
 
 export function registerMirrorTargets(
   rules: SessionRules,
-  byMapping: ReadonlyMap<string, MirrorTarget>,
+  byMapping: ReadonlyMap<string, MirrorTargets>,
 ): void {
   targets.set(rules, byMapping);
 }
 
 /** Counts an ErrorResponse to a mirrored statement as a mirror failure or as the application's. */
-export function countMirroredStatementError(msg: Buffer, rules: SessionRules, mapping: string): void {
+export function countMirroredStatementError(
+  msg: Buffer,
+  rules: SessionRules,
+  mapping: string,
+  reverse = false,
+): void {
   const f = errorFields(msg);
-  if (mirrorCaused(f, targets.get(rules)?.get(mapping))) metrics.mirrorFailures.inc({ mapping });
+  const t = targets.get(rules)?.get(mapping);
+  if (mirrorCaused(f, reverse ? t?.reverse : t?.forward)) metrics.mirrorFailures.inc({ mapping });
   else metrics.mirroredStatementErrors.inc({ mapping, class: sqlstateClass(f.code) });
 }

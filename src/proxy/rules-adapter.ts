@@ -23,7 +23,7 @@ export interface CompiledRules {
 function definitionKey(config: Config): string {
   return JSON.stringify([
     config.upstream,
-    config.mappings.map((m) => [m.name, m.old, m.new, m.key, m.up, m.down]),
+    config.mappings.map((m) => [m.name, m.old, m.new, m.key, m.up, m.down, m.oldKey]),
   ]);
 }
 
@@ -59,7 +59,10 @@ function sessionRules(ruleset: RuleSet): CompiledRules {
       return d === undefined ? undefined : parseSearchPath(d);
     },
   };
-  registerMirrorTargets(session, new Map(ruleset.mappings.map((m) => [m.name, m.new])));
+  registerMirrorTargets(
+    session,
+    new Map(ruleset.mappings.map((m) => [m.name, { forward: m.new, reverse: m.old }])),
+  );
   return { ruleset, session };
 }
 
@@ -68,7 +71,13 @@ export function rulesCompiler(): (config: Config) => Promise<CompiledRules> {
   let last: { key: string; ruleset: RuleSet } | undefined;
   return async (config) => {
     const key = definitionKey(config);
-    if (last && last.key === key) return sessionRules(withSwitches(last.ruleset, config));
+    // Mirroring into old (dualWrite: both) needs the old key and checks the
+    // last compile did not make: a flip to both reads the catalog; a flip back is instant.
+    const reverseReady = (rs: RuleSet) =>
+      config.mappings.every((m, i) => m.dualWrite !== 'both' || rs.mappings[i]?.reverse !== undefined);
+    if (last && last.key === key && reverseReady(last.ruleset)) {
+      return sessionRules(withSwitches(last.ruleset, config));
+    }
     const ruleset = await compileRules(config);
     last = { key, ruleset };
     return sessionRules(ruleset);

@@ -91,7 +91,12 @@ export class ServerReplies implements FrameSink {
         if (e.observer) metrics.statementErrors.inc({ route: e.observer.route, mapping: e.observer.mapping });
         const shape = queue.currentShape(e);
         if (shape?.kind === 'mirror' && e.observer)
-          countMirroredStatementError(msg, round.rules, e.observer.mapping);
+          countMirroredStatementError(
+            msg,
+            round.rules,
+            e.observer.mapping,
+            'reverse' in shape && shape.reverse === true,
+          );
         if (e.kind === Kind.Query) {
           if (!e.swallowError) out.push(msg);
           break;

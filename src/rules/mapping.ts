@@ -50,4 +50,25 @@ export interface CompiledMapping {
   oldOrigins?: ColumnOrigin[];
   /** New table columns in catalog order. */
   newColumns: ColumnInfo[];
+  /**
+   * The same mapping seen from the new table (dualWrite: both): old and new,
+   * up and down swapped, keyed by the old table's key. Writes on new are
+   * mirrored into old with exactly the machinery that mirrors old into new.
+   */
+  reverse?: CompiledMapping;
+}
+
+/** The mapping from the new table's side: what mirrors a write on new into old, by down. */
+export function reversed(m: CompiledMapping, oldKey: string[]): CompiledMapping {
+  return {
+    name: m.name,
+    config: m.config,
+    old: m.new,
+    new: m.old,
+    key: [...oldKey],
+    up: m.down ?? [],
+    down: m.up,
+    oldColumns: m.newColumns,
+    newColumns: m.oldColumns,
+  };
 }

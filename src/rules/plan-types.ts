@@ -9,8 +9,11 @@ import type { RowOrigins } from './row-origins.ts';
 export type StatementShape =
   /** `hidden`: a statement the proxy put in the client's text; its CommandComplete is not the client's. */
   | { kind: 'forward'; origins?: RowOrigins; hidden?: true }
-  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: true; origins?: RowOrigins }
-  | { kind: 'mirror'; tag: 'INSERT' | 'UPDATE' | 'DELETE'; returning: false };
+  | { kind: 'mirror'; tag: WriteTag; returning: true; origins?: RowOrigins; reverse?: true }
+  | { kind: 'mirror'; tag: WriteTag; returning: false; reverse?: true };
+
+/** `reverse` on a mirror shape: a write on the new table mirrored into the old one (dualWrite: both). */
+type WriteTag = 'INSERT' | 'UPDATE' | 'DELETE';
 
 export type Route = 'passthrough' | 'mirrored_write' | 'read_old' | 'read_new';
 export type UnmirroredReason =

@@ -5,7 +5,6 @@
 import { quoteIdent } from '../pg/ident.ts';
 import { lexSql } from '../sql/lex.ts';
 import {
-  type Node,
   type ParsedSql,
   type ParsedStatement,
   parseSql,
@@ -21,6 +20,7 @@ import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { indexAt, isKeyword, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
 import { planBody } from './bodies.ts';
 import type { CompiledMapping } from './mapping.ts';
+import { keySources, type MappingRuntime, readSubquery } from './mapping-runtime.ts';
 import { buildMirror } from './mirror.ts';
 import type {
   Plan,
@@ -32,7 +32,6 @@ import type {
 } from './plan-types.ts';
 import { EXECUTE_HINT, preparedQueryStart } from './prepared.ts';
 import { rowOrigins, type SwitchedColumns } from './row-origins.ts';
-import { qualified } from './rowsql.ts';
 import { type RuleSet, relationKey } from './ruleset.ts';
 import { searchPathChangeOf } from './session-settings.ts';
 import { unmirrorablePlan } from './unmirrorable.ts';
@@ -50,49 +49,9 @@ export type {
 } from './plan-types.ts';
 export { type RoleChange, roleChanges, searchPathChange } from './session-settings.ts';
 
-interface MappingRuntime {
-  m: CompiledMapping;
-  keySources: Set<string>;
-  /** The parenthesised subquery presenting old columns over the new table. */
-  readSubquery?: string;
-  /** The old columns with their catalog origin, for the RowDescription of a switched read. */
-  switchedColumns?: SwitchedColumns;
-}
-
 const FORWARD: StatementShape = { kind: 'forward' };
 const HIDDEN: StatementShape = { kind: 'forward', hidden: true };
 const FORWARD_LIST: StatementShape[] = [FORWARD];
-
-/** Old-table columns a set of SQL expressions reads (last part of each column reference). */
-function columnsRead(exprs: string[]): Set<string> {
-  const out = new Set<string>();
-  const visit = (v: Node): void => {
-    if (v === null || typeof v !== 'object') return;
-    if (Array.isArray(v)) {
-      for (const x of v) visit(x);
-      return;
-    }
-    if (v.ColumnRef) {
-      const f: Node[] = v.ColumnRef.fields ?? [];
-      const last = f[f.length - 1]?.String?.sval;
-      if (last !== undefined) out.add(last);
-      return;
-    }
-    for (const k in v) visit(v[k]);
-  };
-  for (const e of exprs) visit(parseSql(`SELECT ${e}`).statements[0]?.node);
-  return out;
-}
-
-function readSubquery(m: CompiledMapping): string | undefined {
-  if (!m.down) return undefined;
-  const down = new Map(m.down.map((d) => [d.column, d.expr]));
-  if (!m.oldColumns.every((c) => down.has(c.name))) return undefined;
-  const cols = m.oldColumns
-    .map((c) => `(${down.get(c.name)})::${c.type} AS ${quoteIdent(c.name)}`)
-    .join(', ');
-  return `(SELECT ${cols} FROM ${qualified(m.new)})`;
-}
 
 export class Planner {
   readonly cache: ShapePlanCache<Plan>;
@@ -100,6 +59,9 @@ export class Planner {
   private readonly oldNameFilters: { filter: Prefilter; mapping: string }[];
   private readonly byOld = new Map<string, MappingRuntime>();
   private readonly oldNames = new Set<string>();
+  /** New tables whose writes are mirrored into old (dualWrite: both). */
+  private readonly byNew = new Map<string, MappingRuntime>();
+  private readonly newNames = new Set<string>();
 
   constructor(
     readonly rules: RuleSet,
@@ -107,20 +69,30 @@ export class Planner {
   ) {
     this.cache = new ShapePlanCache<Plan>(opts.cacheSize ?? 5000);
     this.prefilter = new Prefilter(rules.mappings.flatMap((m) => [m.old.name, m.new.name]));
+    // The names whose writes are mirrored: old, and new too where mirrored back.
+    const both = (m: CompiledMapping) => (m.config.dualWrite === 'both' ? m.reverse : undefined);
     this.oldNameFilters = rules.mappings.map((m) => ({
-      filter: new Prefilter([m.old.name], true),
+      filter: new Prefilter(both(m) ? [m.old.name, m.new.name] : [m.old.name], true),
       mapping: m.name,
     }));
     for (const m of rules.mappings) {
-      const keyExprs = m.key.map((k) => m.up.find((u) => u.column === k)?.expr ?? quoteIdent(k));
       this.byOld.set(relationKey(m.old.schema, m.old.name), {
         m,
-        keySources: columnsRead(keyExprs),
+        keySources: keySources(m),
         readSubquery: readSubquery(m),
         switchedColumns:
           m.oldOrigins && m.oldColumns.map((c, i) => ({ name: c.name, origin: m.oldOrigins![i] })),
       });
       this.oldNames.add(m.old.name);
+      const r = both(m);
+      if (r) {
+        this.byNew.set(relationKey(r.old.schema, r.old.name), {
+          m: r,
+          reverse: true,
+          keySources: keySources(r),
+        });
+        this.newNames.add(r.old.name);
+      }
     }
   }
 
@@ -161,12 +133,16 @@ export class Planner {
     return plan;
   }
 
+  /** The mapping a reference reaches: an old table, or for a write, a new table mirrored back. */
   private resolve(ref: TableRef, schemas: () => string[]): MappingRuntime | undefined {
-    if (ref.cte || !this.oldNames.has(ref.name)) return undefined;
-    if (ref.schema !== undefined) return this.byOld.get(relationKey(ref.schema, ref.name));
+    if (ref.cte) return undefined;
+    const asNew = ref.use === 'write' && this.newNames.has(ref.name);
+    if (!asNew && !this.oldNames.has(ref.name)) return undefined;
+    const at = (k: string) => this.byOld.get(k) ?? (asNew ? this.byNew.get(k) : undefined);
+    if (ref.schema !== undefined) return at(relationKey(ref.schema, ref.name));
     for (const s of schemas()) {
       const k = relationKey(s, ref.name);
-      if (this.rules.relations.has(k)) return this.byOld.get(k);
+      if (this.rules.relations.has(k)) return at(k);
     }
     return undefined;
   }
@@ -356,7 +332,7 @@ export class Planner {
       const writes = resolved.filter((x) => x.ref.use === 'write');
       for (const { ref, rt } of writes) {
         const m = rt.m;
-        if (ctx.killSwitch || !m.config.dualWrite) {
+        if (ctx.killSwitch || !m.config.dualWrite || (rt.reverse && m.config.dualWrite !== 'both')) {
           note('passthrough', m.name);
           continue;
         }
@@ -389,9 +365,10 @@ export class Planner {
           });
           if (r.ok) {
             edits.push(...r.edits);
+            const way = rt.reverse ? { reverse: true as const } : {};
             shape = r.returning
-              ? { kind: 'mirror', tag: r.tag, returning: true }
-              : { kind: 'mirror', tag: r.tag, returning: false };
+              ? { kind: 'mirror', tag: r.tag, returning: true, ...way }
+              : { kind: 'mirror', tag: r.tag, returning: false, ...way };
             note('mirrored_write', m.name);
             continue;
           }

@@ -8,7 +8,14 @@ import { upstreamClientConfig } from '../pg/connect.ts';
 import { parseQualifiedName, quoteIdent, quoteQualified } from '../pg/ident.ts';
 import { loadParser } from '../sql/parse.ts';
 import { expressionProblem } from './expr-check.ts';
-import type { ColumnExpr, ColumnInfo, ColumnOrigin, CompiledMapping, ResolvedTable } from './mapping.ts';
+import {
+  type ColumnExpr,
+  type ColumnInfo,
+  type ColumnOrigin,
+  type CompiledMapping,
+  type ResolvedTable,
+  reversed,
+} from './mapping.ts';
 import { readSearchPathDefaults, type SearchPathDefaults } from './path-defaults.ts';
 import {
   createDeleteKeysFunctionSql,
@@ -176,16 +183,7 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
       throw new ConfigError(`${where}: key column ${k} does not exist in ${qualified(newT.table)}`);
     }
   }
-  const idx = await client.query<{ cols: string[] }>(
-    `SELECT array_agg(a.attname::text ORDER BY a.attname) AS cols
-       FROM pg_catalog.pg_index i
-       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-      WHERE i.indrelid = $1 AND i.indisunique AND i.indexprs IS NULL AND i.indpred IS NULL
-      GROUP BY i.indexrelid`,
-    [newT.oid],
-  );
-  const wanted = [...m.key].sort().join('\u0000');
-  if (!idx.rows.some((r) => [...r.cols].sort().join('\u0000') === wanted)) {
+  if (!(await isUniqueKey(client, newT.oid, m.key))) {
     throw new ConfigError(
       `${where}: key (${m.key.join(', ')}) is not the primary key or a unique index of ${qualified(newT.table)}`,
     );
@@ -229,10 +227,88 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
       upsertSql(compiled, `SELECT * FROM ${qualified(oldT.table)}`),
       `${where}: upsert into ${qualified(newT.table)}`,
     );
+    if (m.dualWrite === 'both') compiled.reverse = await compileReverse(client, compiled, oldT.oid);
   } finally {
     await client.query('ROLLBACK').catch(() => {});
   }
   return compiled;
+}
+
+/** True when `cols` are exactly the columns of the table's primary key or of a plain unique index. */
+async function isUniqueKey(client: pg.Client, oid: number, cols: readonly string[]): Promise<boolean> {
+  const idx = await client.query<{ cols: string[] }>(
+    `SELECT array_agg(a.attname::text ORDER BY a.attname) AS cols
+       FROM pg_catalog.pg_index i
+       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+      WHERE i.indrelid = $1 AND i.indisunique AND i.indexprs IS NULL AND i.indpred IS NULL
+      GROUP BY i.indexrelid`,
+    [oid],
+  );
+  const wanted = [...cols].sort().join('\u0000');
+  return idx.rows.some((r) => [...r.cols].sort().join('\u0000') === wanted);
+}
+
+/**
+ * The mapping from the new table's side (dualWrite: both): writes on new are
+ * upserted into old by down, keyed by the old table's key (oldKey, or its
+ * primary key). Checked like the forward direction: the key is unique on old,
+ * every key column and every old column that an insert could not leave to a
+ * default has a down expression, and the upsert plans (casts, privileges).
+ * Runs inside compileMapping's rolled-back transaction.
+ */
+async function compileReverse(
+  client: pg.Client,
+  m: CompiledMapping,
+  oldOid: number,
+): Promise<CompiledMapping> {
+  const where = `mapping ${m.name}`;
+  const old = qualified(m.old);
+  let oldKey = m.config.oldKey;
+  if (!oldKey) {
+    const pk = await client.query<{ name: string }>(
+      `SELECT a.attname AS name FROM pg_catalog.pg_index i
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = $1 AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)`,
+      [oldOid],
+    );
+    if (pk.rowCount === 0) {
+      throw new ConfigError(
+        `${where}: dualWrite: both mirrors writes on new into old by the old table's key, and ${old} has no primary key; name the columns of a unique index in oldKey`,
+      );
+    }
+    oldKey = pk.rows.map((r) => r.name);
+  } else if (!(await isUniqueKey(client, oldOid, oldKey))) {
+    throw new ConfigError(
+      `${where}: oldKey (${oldKey.join(', ')}) is not the primary key or a unique index of ${old}`,
+    );
+  }
+  const down = new Set((m.down ?? []).map((d) => d.column));
+  const noDown = oldKey.filter((k) => !down.has(k));
+  if (noDown.length > 0) {
+    throw new ConfigError(
+      `${where}: dualWrite: both needs a down expression for the old key column ${noDown.join(', ')}`,
+    );
+  }
+  // An insert into old leaves columns without down to their defaults: NOT NULL needs one.
+  const required = await client.query<{ name: string }>(
+    `SELECT attname AS name FROM pg_catalog.pg_attribute
+      WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attnotnull
+        AND NOT atthasdef AND attidentity = '' AND attgenerated = '' ORDER BY attnum`,
+    [oldOid],
+  );
+  const uncovered = required.rows.map((r) => r.name).filter((c) => !down.has(c));
+  if (uncovered.length > 0) {
+    throw new ConfigError(
+      `${where}: dualWrite: both inserts rows written on new into ${old}, whose column ${uncovered.join(', ')} is NOT NULL with no default and has no down expression`,
+    );
+  }
+  const reverse = reversed(m, oldKey);
+  await explain(
+    client,
+    upsertSql(reverse, `SELECT * FROM ${qualified(m.new)}`),
+    `${where}: dualWrite: both upsert into ${old}`,
+  );
+  return reverse;
 }
 
 async function explain(client: pg.Client, sql: string, what: string): Promise<void> {
@@ -260,7 +336,8 @@ async function installHelpers(client: pg.Client, mappings: CompiledMapping[]): P
     // format_type then qualifies every type outside pg_catalog: the body must not depend on the caller's path.
     await client.query('SET LOCAL search_path = pg_catalog, pg_temp');
     const done = new Set<string>();
-    for (const m of mappings) {
+    // dualWrite: both deletes from old by the old key too: the reverse direction has its own function.
+    for (const m of mappings.flatMap((x) => (x.reverse ? [x, x.reverse] : [x]))) {
       const name = deleteKeysFunctionName(m);
       if (done.has(name)) continue;
       done.add(name);

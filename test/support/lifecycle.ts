@@ -35,7 +35,7 @@ export type ClientMode = 'simple' | 'extended' | 'prepared' | 'transaction' | 'p
 const MODES: ClientMode[] = ['simple', 'extended', 'prepared', 'transaction', 'pipelined'];
 
 export interface Switches {
-  dualWrite?: boolean;
+  dualWrite?: boolean | 'both';
   reads?: 'old' | 'new';
   killSwitch?: boolean;
   onUnmirrorable?: 'passthrough' | 'reject';
