@@ -23,12 +23,20 @@ export async function loadMapping(
   configPath: string,
   name: string,
   applicationName: string,
+  opts: { reverse?: string } = {},
 ): Promise<Loaded> {
   const { config } = loadConfigFile(configPath);
-  const mc = config.mappings.find((m) => m.name === name);
+  let mc = config.mappings.find((m) => m.name === name);
   if (!mc) {
     const known = config.mappings.map((m) => m.name).join(', ') || 'none';
     throw new SetupError(`unknown mapping ${name} in ${configPath} (mappings: ${known})`);
+  }
+  // `reverse`: the command also needs the mapping seen from new (old = down(new)),
+  // whatever dualWrite says now; the string says why, for the error without down.
+  if (opts.reverse !== undefined) {
+    if (!mc.down)
+      throw new SetupError(`mapping ${name}: ${opts.reverse} needs down expressions (none in ${configPath})`);
+    mc = { ...mc, dualWrite: 'both' };
   }
   // Only the mapping at hand: a problem in another one is not this command's business.
   const rules = await compileRules({ ...config, mappings: [mc] }, { installHelpers: false });

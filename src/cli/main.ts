@@ -5,7 +5,10 @@ Usage:
   switchyard proxy    --config FILE          run the sidecar
   switchyard backfill --config FILE --mapping NAME [--batch-size N] [--max-lag-ms N] [--workers N]
                       [--replica URL ...] [--target-batch-ms N] [--dry-run]
-  switchyard verify   --config FILE --mapping NAME [--repair] [--out FILE]
+  switchyard verify   --config FILE --mapping NAME [--direction old-to-new|new-to-old|both]
+                      [--repair] [--out FILE]
+  switchyard check    --config FILE --mapping NAME [--sample N] [--json]
+                                             columns that do not survive up then down (or back)
   switchyard status   [--admin URL] [--json]
   switchyard demo                             embedded Postgres + proxy + guided tour
 
@@ -18,6 +21,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   proxy: () => import('./proxy.ts'),
   backfill: () => import('./backfill.ts'),
   verify: () => import('./verify.ts'),
+  check: () => import('./check.ts'),
   status: () => import('./status.ts'),
   demo: () => import('./demo.ts'),
 };
