@@ -107,6 +107,12 @@ export const metrics = {
     labelNames: ['mapping'] as const,
     registers: [registry],
   }),
+  roundTripLossy: new Gauge({
+    name: 'switchyard_mapping_round_trip_lossy_columns',
+    help: 'Columns that do not survive a round trip through the other table (side old: down(up(old)) = old fails; side new: up(down(new)) = new fails), found by the check the proxy runs for dualWrite: both',
+    labelNames: ['mapping', 'side'] as const,
+    registers: [registry],
+  }),
   readsNew: new Gauge({
     name: 'switchyard_mapping_reads_new',
     help: '1 when the mapping serves reads from the new table',

@@ -9,7 +9,7 @@ import type { Logger } from '../log.ts';
 import { metrics, registry } from '../metrics.ts';
 import { VERSION } from '../version.ts';
 import { refuseMutationSource } from './mutation-source.ts';
-import type { AdminStatus } from './status.ts';
+import type { AdminStatus, RoundTripStatus } from './status.ts';
 
 /** What the admin endpoint uses of a ConfigStore, whatever its compiled rules type. */
 export type AdminStore = Pick<
@@ -24,6 +24,8 @@ export interface AdminDeps {
   draining(): boolean;
   /** A TCP connect to the upstream with a short timeout. */
   upstreamReachable(): Promise<boolean>;
+  /** The round-trip check of mappings with dualWrite: both, by mapping name. */
+  roundTrips?(): Record<string, RoundTripStatus>;
   startedAt: Date;
 }
 
@@ -75,6 +77,7 @@ export function buildStatus(deps: AdminDeps, now = new Date()): AdminStatus {
   const snap = deps.store.current;
   const c = snap.config;
   const effective = deps.store.killSwitch;
+  const trips = deps.roundTrips?.() ?? {};
   return {
     version: VERSION,
     config: {
@@ -92,6 +95,7 @@ export function buildStatus(deps: AdminDeps, now = new Date()): AdminStatus {
       dualWrite: m.dualWrite,
       reads: m.reads,
       mirroring: m.dualWrite !== false && !effective,
+      ...(trips[m.name] ? { roundTrip: trips[m.name] } : {}),
     })),
     connections: deps.connections(),
     draining: deps.draining(),

@@ -19,6 +19,16 @@ export interface MappingStatus {
   reads: 'old' | 'new';
   /** dualWrite and the kill switch off: writes on old are mirrored right now. */
   mirroring: boolean;
+  /** dualWrite: both: whether rows survive the round trip through the other table. */
+  roundTrip?: RoundTripStatus;
+}
+
+export interface RoundTripStatus {
+  state: 'checking' | 'ok' | 'lossy' | 'error';
+  /** Columns that do not come back, by the table they belong to. */
+  lossy?: { old: string[]; new: string[] };
+  error?: string;
+  checkedAt?: string;
 }
 
 export interface AdminStatus {
@@ -31,6 +41,17 @@ export interface AdminStatus {
   draining: boolean;
   startedAt: string;
   uptimeSeconds: number;
+}
+
+/** '-' where not checked; the lossy columns by table where some do not come back. */
+function roundTripCell(r: RoundTripStatus | undefined): string {
+  if (!r) return '-';
+  if (r.state !== 'lossy') return r.state;
+  const cols = [
+    ...(r.lossy?.old ?? []).map((c) => `old.${c}`),
+    ...(r.lossy?.new ?? []).map((c) => `new.${c}`),
+  ];
+  return `LOSSY ${cols.join(' ')}`;
 }
 
 /** 3725 -> "1h02m05s"; short forms for short uptimes. */
@@ -92,9 +113,11 @@ export function renderStatus(s: AdminStatus, readiness?: Readiness): string {
   if (s.mappings.length === 0) {
     lines.push('no mappings: every statement passes through');
   } else {
+    // The round-trip column only where some mapping mirrors both ways.
+    const trips = s.mappings.some((m) => m.roundTrip !== undefined);
     lines.push(
       formatTable(
-        ['MAPPING', 'OLD', 'NEW', 'DUAL-WRITE', 'MIRRORING', 'READS'],
+        ['MAPPING', 'OLD', 'NEW', 'DUAL-WRITE', 'MIRRORING', 'READS', ...(trips ? ['ROUND TRIP'] : [])],
         s.mappings.map((m) => [
           m.name,
           m.old,
@@ -102,6 +125,7 @@ export function renderStatus(s: AdminStatus, readiness?: Readiness): string {
           m.dualWrite === 'both' ? 'both ways' : onOff(m.dualWrite),
           m.mirroring ? 'yes' : m.dualWrite !== false ? 'no (kill switch)' : 'no',
           m.reads,
+          ...(trips ? [roundTripCell(m.roundTrip)] : []),
         ]),
       ),
     );

@@ -5,13 +5,13 @@ import { type AdminServer, startAdmin } from '../admin/server.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigStore } from '../config/store.ts';
 import { type Reloader, watchConfig } from '../config/watch.ts';
-import { rulesCompiler } from '../proxy/rules-adapter.ts';
-import type { SessionRules } from '../proxy/rules-port.ts';
+import { type CompiledRules, rulesCompiler } from '../proxy/rules-adapter.ts';
 import { type ListenAddress, ProxyServer } from '../proxy/server.ts';
 import { BUN_SOCKETS, bunSockets } from '../transport/bun.ts';
 import { NODE_SOCKETS } from '../transport/net.ts';
 import { clientTls, upstreamTls } from '../transport/tls.ts';
 import type { SocketLayer } from '../transport/transport.ts';
+import { RoundTripWatch } from './round-trip-watch.ts';
 
 export interface RuntimeOptions {
   loaded: LoadedConfig;
@@ -25,7 +25,7 @@ export interface RuntimeOptions {
 }
 
 export interface Runtime {
-  store: ConfigStore<{ session: SessionRules }>;
+  store: ConfigStore<CompiledRules>;
   proxy: ProxyServer;
   address: ListenAddress;
   admin?: AdminServer;
@@ -63,6 +63,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   });
   const address = await proxy.listen();
   const startedAt = new Date();
+  const roundTrips = new RoundTripWatch(store, logger);
   let admin: AdminServer | undefined;
   if (opts.admin !== false) {
     const a = opts.admin ?? config.admin;
@@ -73,6 +74,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         connections: () => proxy.connections,
         draining: () => proxy.isDraining,
         upstreamReachable: () => proxy.upstreamReachable(800),
+        roundTrips: () => roundTrips.statuses(),
         startedAt,
       },
       logger,
@@ -90,6 +92,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     shutdown(drainTimeoutMs = 0, abort?: Promise<void>) {
       stopping ??= (async () => {
         reloader?.close();
+        roundTrips.close();
         await proxy.drain(drainTimeoutMs, abort);
         await proxy.close();
         await admin?.close();

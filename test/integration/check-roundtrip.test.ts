@@ -1,9 +1,13 @@
 // `switchyard check` and `verify --direction` through the real CLI: a mapping
 // whose down loses information is found before dualWrite: both can hurt, a
 // faithful one passes, and verify reports drift each way.
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { registry } from '../../src/metrics.ts';
 import { type Fixture, runCli, writeConfig } from '../support/backfill-fixtures.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { startProxy } from '../support/proxy.ts';
 
 let db: TestDatabase;
 let fx: Fixture;
@@ -179,5 +183,39 @@ describe('verify --direction', () => {
     expect(r.stderr.trim()).toBe(
       'switchyard verify: --direction must be old-to-new, new-to-old, both, not sideways',
     );
+  });
+});
+
+describe('a proxy running dualWrite: both', () => {
+  it('checks the round trip in the background: lossy columns in /status, the metric and the log', async () => {
+    const mappings = (parse(MAPPINGS) as { name: string }[])
+      .filter((m) => m.name === 'names' || m.name === 'people')
+      .map((m) => ({ ...m, dualWrite: 'both' }));
+    const proxy = await startProxy(db, { mappings }, { admin: true });
+    try {
+      type Status = { mappings: { name: string; roundTrip?: { state: string; lossy?: unknown } }[] };
+      let status: Status | undefined;
+      const until = Date.now() + 30_000;
+      for (;;) {
+        status = (await (await fetch(`${proxy.adminUrl}/status`)).json()) as Status;
+        if (status.mappings.every((m) => m.roundTrip && m.roundTrip.state !== 'checking')) break;
+        if (Date.now() > until) throw new Error(`round-trip check did not finish: ${JSON.stringify(status)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const by = new Map(status.mappings.map((m) => [m.name, m.roundTrip]));
+      expect(by.get('names')).toMatchObject({
+        state: 'lossy',
+        lossy: { old: ['first_name', 'last_name'], new: ['full_name'] },
+      });
+      expect(by.get('people')).toMatchObject({ state: 'ok', lossy: { old: [], new: [] } });
+      const gauge = (await registry.getSingleMetric('switchyard_mapping_round_trip_lossy_columns')!.get())
+        .values;
+      const value = (mapping: string, side: string) =>
+        gauge.find((v) => v.labels.mapping === mapping && v.labels.side === side)?.value;
+      expect([value('names', 'old'), value('names', 'new')]).toEqual([2, 1]);
+      expect([value('people', 'old'), value('people', 'new')]).toEqual([0, 0]);
+    } finally {
+      await proxy.close();
+    }
   });
 });

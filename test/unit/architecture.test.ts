@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 const ALLOWED: Record<string, string[]> = {
   cli: ['app', 'demo', 'admin', 'backfill', 'verify', 'proxy', 'rules', 'sql', 'pg', 'config', 'wire'],
   demo: ['app', 'admin', 'backfill', 'verify', 'rules', 'sql', 'pg', 'config'],
-  app: ['admin', 'proxy', 'transport', 'rules', 'config'],
+  app: ['admin', 'proxy', 'verify', 'transport', 'rules', 'pg', 'config'],
   admin: ['config'],
   backfill: ['rules', 'sql', 'pg', 'config'],
   verify: ['rules', 'sql', 'pg', 'config'],
