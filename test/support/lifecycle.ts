@@ -61,8 +61,12 @@ export async function applyConfig(
   return r.version;
 }
 
-export async function compileMapping(db: TestDatabase, m: MappingDefinition): Promise<CompiledMapping> {
-  const config = parseConfigText(stringify(baseConfig(db, mappingConfig([m]))));
+export async function compileMapping(
+  db: TestDatabase,
+  m: MappingDefinition,
+  s: Switches = {},
+): Promise<CompiledMapping> {
+  const config = parseConfigText(stringify(baseConfig(db, mappingConfig([m], s))));
   const rs = await compileRules(config);
   return rs.mappings[0];
 }

@@ -193,7 +193,9 @@ export const splitMergeCase: MappingCase = {
     INSERT INTO people (first_name, last_name, age)
       SELECT 'first' || g, 'last' || g, g % 90 FROM generate_series(1, 150) g;`,
   seededKeys: 150,
-  expand: 'CREATE TABLE people_v2 (id int PRIMARY KEY, full_name text NOT NULL, age int);',
+  // Rows inserted by the new name (a second app version) take their key from old's sequence.
+  expand:
+    "CREATE TABLE people_v2 (id int PRIMARY KEY DEFAULT nextval('people_id_seq'), full_name text NOT NULL, age int);",
   mapping: {
     name: 'people-full-name',
     old: 'people',

@@ -1,0 +1,6 @@
+// Two app versions at once through the whole expand/contract sequence (see test/support/rollout.ts).
+
+import { rolloutSuite } from '../support/rollout.ts';
+import { identifiersRollout } from '../support/rollout-cases.ts';
+
+rolloutSuite('identifiers', identifiersRollout);
