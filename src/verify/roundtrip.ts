@@ -163,15 +163,16 @@ async function checkTrip(c: pg.Client, t: Trip, opts: RoundTripOptions): Promise
     }
   };
 
-  // Sampled rows: a Bernoulli sample sized for about opts.sample rows, all rows of a small table.
+  // Sampled rows: a Bernoulli sample a little larger than opts.sample rows, cut at random
+  // (not by position, which would favour the table's first pages); all rows of a small table.
   const est = await c.query<{ n: number }>(
     'SELECT greatest(reltuples, 0)::float8 AS n FROM pg_catalog.pg_class WHERE oid = $1::regclass',
     [qualified(t.table)],
   );
-  const pct = Math.min(100, (200 * opts.sample) / Math.max(1, est.rows[0].n));
+  const pct = Math.min(100, (150 * opts.sample) / Math.max(1, est.rows[0].n));
   const sampleFrom = `${qualified(t.table)}${pct < 100 ? ` TABLESAMPLE BERNOULLI (${pct.toFixed(6)})` : ''}`;
   const rows = await c.query<{ j: Record<string, unknown> }>(
-    `SELECT pg_catalog.to_jsonb(x) AS j FROM ${sampleFrom} AS x LIMIT ${opts.sample}`,
+    `SELECT pg_catalog.to_jsonb(x) AS j FROM ${sampleFrom} AS x ORDER BY pg_catalog.random() LIMIT ${opts.sample}`,
   );
   const fromJson = (cols: string) =>
     `SELECT ${cols} FROM pg_catalog.jsonb_populate_record(NULL::${qualified(t.table)}, $1::jsonb) AS r`;
