@@ -130,6 +130,28 @@ describe('compileRules', () => {
       { new: 'nokey_v2', up: { id: 'id', email: 'email' } },
       /key \(id\) is not the primary key or a unique index of "public"."nokey_v2"/,
     ],
+    [
+      'dualWrite: both on an old table without a primary key',
+      {
+        old: '"Order"',
+        new: '"Order_v2"',
+        key: ['Id'],
+        up: { Id: '"Id"', 'user-name': '"user-name"' },
+        down: { Id: '"Id"', 'user-name': '"user-name"' },
+        dualWrite: 'both',
+      },
+      /^mapping users-full-name: dualWrite: both mirrors writes on new into old by the old table's key, and "public"."Order" has no primary key; name the columns of a unique index in oldKey$/,
+    ],
+    [
+      'an oldKey that is not unique in old',
+      { dualWrite: 'both', oldKey: ['email'] },
+      /oldKey \(email\) is not the primary key or a unique index of "public"."users"/,
+    ],
+    [
+      'dualWrite: both leaving a NOT NULL old column without down',
+      { dualWrite: 'both', down: { id: 'id', first_name: 'full_name' } },
+      /dualWrite: both inserts rows written on new into "public"."users", whose column email is NOT NULL with no default and has no down expression/,
+    ],
   ];
   for (const [what, patch, message] of failures) {
     it(`refuses ${what}`, async () => {
