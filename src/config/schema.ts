@@ -72,6 +72,17 @@ export const limitsSchema = z
   })
   .strict();
 
+/** The same table name as written (case-insensitive outside quotes, public. optional). */
+function sameName(a: string, b: string): boolean {
+  const norm = (s: string) =>
+    s
+      .replace(/"((?:[^"]|"")*)"|([^".]+)/g, (_, q: string | undefined, u: string | undefined) =>
+        q !== undefined ? q.replaceAll('""', '"') : (u ?? '').toLowerCase(),
+      )
+      .replace(/^public\./, '');
+  return norm(a) === norm(b);
+}
+
 export const mappingSchema = z
   .object({
     name: z
@@ -123,8 +134,10 @@ export const mappingSchema = z
         ctx.addIssue({ code: 'custom', path: ['oldKey'], message: `column ${k} has no down expression` });
       }
     }
+    // A column migration inside one table keys by the table's own key, which has no up expression.
+    const sameTable = sameName(m.old, m.new);
     for (const k of m.key) {
-      if (!(k in m.up)) {
+      if (!sameTable && !(k in m.up)) {
         ctx.addIssue({ code: 'custom', path: ['key'], message: `column ${k} has no up expression` });
       }
     }

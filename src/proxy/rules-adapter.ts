@@ -31,7 +31,7 @@ function definitionKey(config: Config): string {
 function withSwitches(prev: RuleSet, config: Config): RuleSet {
   const mappings = prev.mappings.map((m, i) => {
     const mc = config.mappings[i];
-    if (mc.reads === 'new') {
+    if (mc.reads === 'new' && !m.sameTable) {
       const missing = m.oldColumns.filter((c) => !(m.down ?? []).some((d) => d.column === c.name));
       if (missing.length > 0) {
         throw new ConfigError(
@@ -74,7 +74,10 @@ export function rulesCompiler(): (config: Config) => Promise<CompiledRules> {
     // Mirroring into old (dualWrite: both) needs the old key and checks the
     // last compile did not make: a flip to both reads the catalog; a flip back is instant.
     const reverseReady = (rs: RuleSet) =>
-      config.mappings.every((m, i) => m.dualWrite !== 'both' || rs.mappings[i]?.reverse !== undefined);
+      config.mappings.every(
+        (m, i) =>
+          m.dualWrite !== 'both' || rs.mappings[i]?.reverse !== undefined || rs.mappings[i]?.sameTable,
+      );
     if (last && last.key === key && reverseReady(last.ruleset)) {
       return sessionRules(withSwitches(last.ruleset, config));
     }

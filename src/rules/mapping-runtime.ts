@@ -20,7 +20,7 @@ export interface MappingRuntime {
 }
 
 /** Old-table columns a set of SQL expressions reads (last part of each column reference). */
-function columnsRead(exprs: string[]): Set<string> {
+export function columnsRead(exprs: string[]): Set<string> {
   const out = new Set<string>();
   const visit = (v: Node): void => {
     if (v === null || typeof v !== 'object') return;
@@ -47,6 +47,14 @@ export function keySources(m: CompiledMapping): Set<string> {
 
 export function readSubquery(m: CompiledMapping): string | undefined {
   if (!m.down) return undefined;
+  if (m.sameTable) {
+    // A column migration: the table's own columns, the old ones computed from the new ones.
+    const byCol = new Map(m.down.map((d) => [d.column, d.expr]));
+    const cols = m.oldColumns.map((c) =>
+      byCol.has(c.name) ? `(${byCol.get(c.name)})::${c.type} AS ${quoteIdent(c.name)}` : quoteIdent(c.name),
+    );
+    return `(SELECT ${cols.join(', ')} FROM ${qualified(m.new)})`;
+  }
   const down = new Map(m.down.map((d) => [d.column, d.expr]));
   if (!m.oldColumns.every((c) => down.has(c.name))) return undefined;
   const cols = m.oldColumns

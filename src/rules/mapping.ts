@@ -21,6 +21,14 @@ export interface ColumnOrigin {
   typmod: number;
 }
 
+/** What an INSERT that fills columns itself must know of the table. */
+export interface SameTableFacts {
+  /** Default expression per column; absent: none (NULL when omitted). */
+  defaults: Record<string, string>;
+  /** Columns an INSERT may not give a value (identity ALWAYS, generated). */
+  fixed: string[];
+}
+
 export interface ResolvedTable {
   schema: string;
   name: string;
@@ -56,6 +64,13 @@ export interface CompiledMapping {
    * mirrored into old with exactly the machinery that mirrors old into new.
    */
   reverse?: CompiledMapping;
+  /**
+   * old and new are one table (a column migration): `up` keys are its new
+   * columns, `down` keys its old ones, and oldColumns = newColumns = all of
+   * its columns. Writes gain the other side's columns in the same statement
+   * (columns-write.ts) instead of a second table's row.
+   */
+  sameTable?: SameTableFacts;
 }
 
 /** The mapping from the new table's side: what mirrors a write on new into old, by down. */

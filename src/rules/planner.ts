@@ -14,11 +14,12 @@ import {
 } from '../sql/parse.ts';
 import { ShapePlanCache } from '../sql/plan-cache.ts';
 import { Prefilter } from '../sql/prefilter.ts';
-import { collectRefs, type StatementRefs, type TableRef } from '../sql/refs.ts';
+import { collectRefs, type TableRef } from '../sql/refs.ts';
 import { DEFAULT_SEARCH_PATH, effectiveSchemas } from '../sql/search-path.ts';
 import { type Edit, spliceBytes } from '../sql/splice.ts';
-import { indexAt, isKeyword, relationSpan, type StatementTokens, statementTokens } from '../sql/tokens.ts';
+import { statementTokens } from '../sql/tokens.ts';
 import { planBody } from './bodies.ts';
+import { buildColumnWrite } from './columns-write.ts';
 import type { CompiledMapping } from './mapping.ts';
 import { keySources, type MappingRuntime, readSubquery } from './mapping-runtime.ts';
 import { buildMirror } from './mirror.ts';
@@ -31,6 +32,7 @@ import type {
   UnmirroredReason,
 } from './plan-types.ts';
 import { EXECUTE_HINT, preparedQueryStart } from './prepared.ts';
+import { switchRead } from './read-switch.ts';
 import { rowOrigins, type SwitchedColumns } from './row-origins.ts';
 import { type RuleSet, relationKey } from './ruleset.ts';
 import { searchPathChangeOf } from './session-settings.ts';
@@ -145,47 +147,6 @@ export class Planner {
       if (this.rules.relations.has(k)) return at(k);
     }
     return undefined;
-  }
-
-  /**
-   * The edits that make one read reference use the new table, or undefined
-   * when the statement names the table in a way a subquery cannot stand in
-   * for (the read then stays on the old table, which dual-write keeps exact).
-   */
-  private switchRead(
-    ref: TableRef,
-    rt: MappingRuntime,
-    info: StatementRefs,
-    st: StatementTokens,
-  ): Edit[] | undefined {
-    if (rt.readSubquery === undefined) return undefined;
-    const refname = ref.alias ?? ref.name;
-    // A bare alias in an expression is a whole-row value: its type would change from the table's row type.
-    if (info.bareNames.has(refname) && !rt.m.oldColumns.some((c) => c.name === refname)) return undefined;
-    // Another unaliased relation of the same name (other schema) would clash with the subquery's alias.
-    if (
-      ref.alias === undefined &&
-      info.refs.some((r) => r !== ref && r.alias === undefined && r.name === ref.name && r.use !== 'write')
-    ) {
-      return undefined;
-    }
-    const span = relationSpan(st, ref.location, ref.only);
-    if (!span) return undefined;
-    const named = `${rt.readSubquery}${ref.alias === undefined ? ` AS ${quoteIdent(ref.name)}` : ''}`;
-    const before = st.toks[indexAt(st, span.start) - 1];
-    // `TABLE users` is short for `SELECT * FROM users`, and only takes a name.
-    const edits: Edit[] = isKeyword(before, 'table')
-      ? [{ start: before.start, end: span.end, text: `SELECT * FROM ${named}` }]
-      : [{ start: span.start, end: span.end, text: named }];
-    // schema.table.column: the subquery is known by its alias only, so drop the schema part.
-    for (const lr of info.longColumnRefs) {
-      if (lr.parts[lr.parts.length - 1] !== ref.name) continue;
-      if (ref.alias !== undefined || lr.parts.length !== 2) return undefined;
-      const i = indexAt(st, lr.location);
-      if (i < 0 || st.toks[i + 1]?.text !== '.') return undefined;
-      edits.push({ start: st.toks[i].start, end: st.toks[i + 2].start, text: '' });
-    }
-    return edits;
   }
 
   /** `inBody`: the text is SQL inside a function body (see bodies.ts). */
@@ -317,7 +278,7 @@ export class Planner {
       for (const { ref, rt } of resolved) {
         if (ref.use === 'write') continue;
         const edits =
-          ref.use === 'read' && rt.m.config.reads === 'new' ? this.switchRead(ref, rt, info, st) : undefined;
+          ref.use === 'read' && rt.m.config.reads === 'new' ? switchRead(ref, rt, info, st) : undefined;
         if (!edits) {
           note('read_old', rt.m.name);
           continue;
@@ -336,8 +297,37 @@ export class Planner {
           note('passthrough', m.name);
           continue;
         }
+        if (m.sameTable && ref.form === 'dml' && writes.length === 1) {
+          // A column migration: the write gains the other side's columns (columns-write.ts).
+          const r = buildColumnWrite({
+            stmt,
+            mapping: m,
+            target: ref,
+            st,
+            bytes: parsed.bytes,
+            both: m.config.dualWrite === 'both',
+            readEdits,
+          });
+          if (r.ok) {
+            edits.push(...r.edits);
+            // Switched reads inside the text it rewrote travel with that text.
+            const inside = (e: Edit) =>
+              r.edits.some((w) => e.start >= w.start && e.end <= w.end && w.end > w.start);
+            for (let i = readEdits.length - 1; i >= 0; i--) if (inside(readEdits[i])) readEdits.splice(i, 1);
+            note(r.edits.length > 0 ? 'mirrored_write' : 'passthrough', m.name);
+            continue;
+          }
+          unmirrored ??= { mapping: m.name, reason: 'unsupported', detail: r.reason };
+          note('passthrough', m.name);
+          continue;
+        }
         let reason: UnmirroredReason | undefined;
         let detail = '';
+        if (m.sameTable && ref.form === 'truncate') {
+          // Emptying the table empties old and new columns alike.
+          note('passthrough', m.name);
+          continue;
+        }
         if (ref.form === 'copy') reason = 'copy';
         else if (ref.form === 'truncate') reason = 'truncate';
         else if (info.whereCurrentOf) reason = 'where_current_of';

@@ -7,6 +7,8 @@ import type { Config, MappingConfig } from '../config/schema.ts';
 import { upstreamClientConfig } from '../pg/connect.ts';
 import { parseQualifiedName, quoteIdent, quoteQualified } from '../pg/ident.ts';
 import { loadParser } from '../sql/parse.ts';
+import { explain, isUniqueKey } from './catalog-checks.ts';
+import { compileColumns } from './columns-compile.ts';
 import { expressionProblem } from './expr-check.ts';
 import {
   type ColumnExpr,
@@ -76,7 +78,9 @@ export async function compileRules(config: Config, opts: CompileOptions = {}): P
     );
     const mappings: CompiledMapping[] = [];
     for (const m of config.mappings) mappings.push(await compileMapping(client, m));
-    if (opts.installHelpers !== false) await installHelpers(client, mappings);
+    // A column migration needs no helper: its writes never touch another table.
+    const twoTable = mappings.filter((m) => !m.sameTable);
+    if (opts.installHelpers !== false && twoTable.length > 0) await installHelpers(client, twoTable);
     const names = [...new Set(mappings.flatMap((m) => [m.old.name, m.new.name]))];
     const rel = await client.query<{ nspname: string; relname: string }>(
       `SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
@@ -140,6 +144,8 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
   const newT = await resolveTable(client, m.name, 'new', m.new);
   const oldColumns = await columnsOf(client, oldT.oid);
   const oldOrigins = await originsOf(client, oldT.oid);
+  // old and new the same table: a column migration inside it (columns-compile.ts).
+  if (oldT.oid === newT.oid) return compileColumns(client, m, oldT.table, oldT.oid, oldColumns, oldOrigins);
   const newColumns = await columnsOf(client, newT.oid);
   const oldNames = new Set(oldColumns.map((c) => c.name));
   const newNames = new Set(newColumns.map((c) => c.name));
@@ -182,6 +188,8 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
     if (!newNames.has(k)) {
       throw new ConfigError(`${where}: key column ${k} does not exist in ${qualified(newT.table)}`);
     }
+    if (!up.some((u) => u.column === k))
+      throw new ConfigError(`${where}: key column ${k} has no up expression`);
   }
   if (!(await isUniqueKey(client, newT.oid, m.key))) {
     throw new ConfigError(
@@ -232,20 +240,6 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
     await client.query('ROLLBACK').catch(() => {});
   }
   return compiled;
-}
-
-/** True when `cols` are exactly the columns of the table's primary key or of a plain unique index. */
-async function isUniqueKey(client: pg.Client, oid: number, cols: readonly string[]): Promise<boolean> {
-  const idx = await client.query<{ cols: string[] }>(
-    `SELECT array_agg(a.attname::text ORDER BY a.attname) AS cols
-       FROM pg_catalog.pg_index i
-       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-      WHERE i.indrelid = $1 AND i.indisunique AND i.indexprs IS NULL AND i.indpred IS NULL
-      GROUP BY i.indexrelid`,
-    [oid],
-  );
-  const wanted = [...cols].sort().join('\u0000');
-  return idx.rows.some((r) => [...r.cols].sort().join('\u0000') === wanted);
 }
 
 /**
@@ -309,17 +303,6 @@ async function compileReverse(
     `${where}: dualWrite: both upsert into ${old}`,
   );
   return reverse;
-}
-
-async function explain(client: pg.Client, sql: string, what: string): Promise<void> {
-  await client.query('SAVEPOINT sy_check');
-  try {
-    await client.query(`EXPLAIN ${sql}`);
-  } catch (e) {
-    throw new ConfigError(`${what}: ${(e as Error).message}`);
-  } finally {
-    await client.query('ROLLBACK TO SAVEPOINT sy_check').catch(() => {});
-  }
 }
 
 /**

@@ -19,6 +19,13 @@ const KEYWORDS = new Set([
   'distinct',
   'as',
   'table',
+  'values',
+  'select',
+  'default',
+  'on',
+  'conflict',
+  'overriding',
+  'value',
 ]);
 
 function isIdentStart(c: number): boolean {
