@@ -6,6 +6,9 @@
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/config/load.ts';
+import { configSchema } from '../../src/config/schema.ts';
+import { compileRules } from '../../src/rules/ruleset.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { applyConfig, mappingConfig, type Switches } from '../support/lifecycle.ts';
 import type { MappingDefinition } from '../support/mapping-cases.ts';
@@ -208,5 +211,59 @@ describe('dualWrite: both and reads: new', () => {
     ]);
     const meta = (r: pg.QueryResult) => r.fields.map((f) => [f.name, f.tableID, f.columnID, f.dataTypeID]);
     expect(meta(got)).toEqual(meta(want));
+  });
+});
+
+describe('config checks of a column migration', () => {
+  const compile = (patch: Record<string, unknown>) =>
+    compileRules(configSchema.parse({ upstream: { url: db.url }, mappings: [{ ...accounts, ...patch }] }));
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    [
+      'a column both new and old',
+      { up: { ...accounts.up, first_name: 'last_name' } },
+      /old and new are the same table, so a column is either new \(up\) or old \(down\), not both: first_name/,
+    ],
+    [
+      'a key with an expression',
+      { up: { ...accounts.up, id: 'id' } },
+      /the key takes no up or down expression/,
+    ],
+    [
+      'a key that is not unique',
+      { key: ['email'] },
+      /key \(email\) is not the primary key or a unique index/,
+    ],
+    [
+      'a new column that does not exist',
+      { up: { nickname: 'first_name' } },
+      /up column nickname does not exist in "public"."accounts"/,
+    ],
+    [
+      'a new column NOT NULL without a default',
+      { up: { ...accounts.up, email: 'lower(first_name)' }, down: { balance: 'balance_cents / 100.0' } },
+      /new column email is NOT NULL without a default; add new columns nullable/,
+    ],
+    [
+      'an expression that does not plan',
+      { up: { ...accounts.up, full_name: 'first_name || nope' } },
+      /up expression "first_name \|\| nope" for column full_name: column "nope" does not exist/,
+    ],
+  ];
+  for (const [what, patch, message] of cases) {
+    it(`refuses ${what}`, async () => {
+      const p = compile(patch);
+      await expect(p).rejects.toBeInstanceOf(ConfigError);
+      await expect(p).rejects.toThrow(message);
+    });
+  }
+
+  it('installs no helper function and keeps no reverse mapping', async () => {
+    const rs = await compile({ dualWrite: 'both' });
+    expect(rs.mappings[0].sameTable).toBeDefined();
+    expect(rs.mappings[0].reverse).toBeUndefined();
+    const fns = await db.query(
+      "SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'switchyard_mirror'",
+    );
+    expect(fns.rows[0].n).toBe(0);
   });
 });
