@@ -76,6 +76,14 @@ function sample(text: string, series: string): number {
   return line ? Number(line.split(' ')[1]) : 0;
 }
 
+/** Waits for a log line: the child writes it after the new config is in force, so a client may see the switch first. */
+const logged = (re: RegExp) =>
+  eventually(
+    async () => proc.output(),
+    (o) => re.test(o),
+    `log line ${re}`,
+  );
+
 const reloads = async (result: 'ok' | 'error') =>
   sample(await metricsText(), `switchyard_config_reloads_total{result="${result}"}`);
 const version = async () => sample(await metricsText(), 'switchyard_config_version');
@@ -97,7 +105,7 @@ describe('hot reload of the running CLI', () => {
     await eventually(served, (v) => v === 'new', 'reads after the file change');
     expect(await version()).toBe(v0 + 1);
     expect(await reloads('ok')).toBe(ok0 + 1);
-    expect(proc.output()).toMatch(/config reloaded: .*mapping widgets-v2 reads old -> new/);
+    await logged(/config reloaded: .*mapping widgets-v2 reads old -> new/);
   });
 
   it('an up expression naming a missing column is refused whole; the old config keeps serving', async () => {
@@ -110,8 +118,8 @@ describe('hot reload of the running CLI', () => {
       (n) => n === err0 + 1,
       'reload error count',
     );
-    expect(proc.output()).toMatch(/config reload refused/);
-    expect(proc.output()).toMatch(/no_such_column/);
+    await logged(/config reload refused/);
+    await logged(/no_such_column/);
     expect(await served()).toBe('new');
     expect(await version()).toBe(v0);
   });
@@ -136,7 +144,7 @@ describe('hot reload of the running CLI', () => {
     symlinkSync(target, link);
     renameSync(link, proc.configPath);
     await eventually(served, (v) => v === 'old', 'reads after the symlink swap');
-    expect(proc.output()).toMatch(/mapping widgets-v2 reads new -> old/);
+    await logged(/mapping widgets-v2 reads new -> old/);
 
     // The directory being watched does not change when the target file does: only SIGHUP reloads it.
     const v0 = await version();
@@ -146,7 +154,7 @@ describe('hot reload of the running CLI', () => {
     proc.child.kill('SIGHUP');
     await eventually(served, (v) => v === 'new', 'reads after SIGHUP');
     expect(await version()).toBe(v0 + 1);
-    expect(proc.output()).toMatch(/SIGHUP/);
+    await logged(/SIGHUP/);
   });
 
   it('the kill switch flips by reload and is listed in the log line', async () => {
@@ -161,7 +169,7 @@ describe('hot reload of the running CLI', () => {
       (v) => v === 1,
       'kill switch',
     );
-    expect(proc.output()).toMatch(/killSwitch false -> true/);
+    await logged(/killSwitch false -> true/);
     const c = new pg.Client({ connectionString: proc.url() });
     await c.connect();
     try {
