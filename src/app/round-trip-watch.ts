@@ -44,9 +44,9 @@ export class RoundTripWatch {
   private refresh(): void {
     const snap = this.store.current;
     for (const m of snap.rules.ruleset?.mappings ?? []) {
-      if (m.config.dualWrite !== 'both' || !m.reverse) continue;
+      if (m.config.dualWrite !== 'both' || !(m.reverse || m.sameTable)) continue;
       // The same definition is checked once; a switch flip does not start another check.
-      const key = JSON.stringify([m.old, m.new, m.key, m.up, m.down, m.reverse.key]);
+      const key = JSON.stringify([m.old, m.new, m.key, m.up, m.down, m.reverse?.key]);
       if (this.results.get(m.name)?.key === key) continue;
       this.results.set(m.name, { key, status: { state: 'checking' } });
       void this.check(m, key, upstreamClientConfig(snap.config, { application_name: 'switchyard-check' }));

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/load.ts';
 import { configSchema } from '../../src/config/schema.ts';
 import { compileRules } from '../../src/rules/ruleset.ts';
+import { checkRoundTrip } from '../../src/verify/roundtrip.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { applyConfig, mappingConfig, type Switches } from '../support/lifecycle.ts';
 import type { MappingDefinition } from '../support/mapping-cases.ts';
@@ -265,5 +266,38 @@ describe('config checks of a column migration', () => {
       "SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'switchyard_mirror'",
     );
     expect(fns.rows[0].n).toBe(0);
+  });
+});
+
+describe('round trip of a column migration', () => {
+  it('finds the columns that do not survive down(up(row)) or up(down(row)), with examples', async () => {
+    await db.query(
+      "INSERT INTO accounts (email, first_name, last_name, balance) VALUES ('a@x', 'Mary Ann', 'Evans', 1.5), ('b@x', 'Ada', 'Lovelace', 2)",
+    );
+    await db.query(
+      "UPDATE accounts SET full_name = first_name || ' ' || last_name, balance_cents = balance * 100",
+    );
+    const rs = await compileRules(
+      configSchema.parse({ upstream: { url: db.url }, mappings: [{ ...accounts, dualWrite: 'both' }] }),
+    );
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      const r = await checkRoundTrip(c, rs.mappings[0], { sample: 100, examples: 5 });
+      const side = (x: string) => r.sides.find((s) => s.side === x)!;
+      const lossyOld = side('old').lossy.map((l) => l.column);
+      expect(lossyOld).toEqual(['first_name', 'last_name']);
+      expect(side('old').lossy[0].examples).toContainEqual({
+        source: 'sample',
+        key: { id: 1 },
+        value: 'Mary Ann',
+        back: 'Mary',
+      });
+      expect(side('new').lossy.map((l) => l.column)).toContain('full_name');
+      expect(side('old').uncovered).toEqual([]);
+      expect(r.lossy).toBe(true);
+    } finally {
+      await c.end();
+    }
   });
 });
