@@ -6,7 +6,11 @@ Usage:
   switchyard backfill --config FILE --mapping NAME [--batch-size N] [--max-lag-ms N] [--workers N]
                       [--replica URL ...] [--target-batch-ms N] [--dry-run]
   switchyard verify   --config FILE --mapping NAME [--repair] [--out FILE]
+  switchyard switch   --config FILE --mapping NAME [--reads old|new] [--dual-write on|off|both]
+  switchyard switch   --config FILE --kill-switch on|off --reason TEXT
+                                             flip a switch for the whole fleet (control table)
   switchyard status   [--admin URL] [--json]
+  switchyard status   --fleet --config FILE [--json]
   switchyard demo                             embedded Postgres + proxy + guided tour
 
 Options:
@@ -19,6 +23,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   backfill: () => import('./backfill.ts'),
   verify: () => import('./verify.ts'),
   status: () => import('./status.ts'),
+  switch: () => import('./switch.ts'),
   demo: () => import('./demo.ts'),
 };
 
