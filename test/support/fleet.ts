@@ -82,3 +82,47 @@ export async function controlBackends(
   );
   return r.rows.map((x) => x.pid as number);
 }
+
+/**
+ * A TCP relay in front of Postgres that can be cut and restored: a network
+ * partition between a sidecar and its database, with real sockets on both sides.
+ */
+export async function startRelay(target: { host: string; port: number }) {
+  const { createServer, connect } = await import('node:net');
+  const open = new Set<import('node:net').Socket>();
+  let cut = false;
+  const server = createServer((client) => {
+    if (cut) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(target.port, target.host);
+    for (const s of [client, upstream]) {
+      open.add(s);
+      s.on('close', () => open.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as import('node:net').AddressInfo).port;
+  return {
+    port,
+    /** Drops every relayed connection and refuses new ones. */
+    cut() {
+      cut = true;
+      for (const s of open) s.destroy();
+    },
+    restore() {
+      cut = false;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of open) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
