@@ -142,7 +142,8 @@ export async function recordChanges(
 ): Promise<{ version: number; at: Date }> {
   await client.query('BEGIN');
   try {
-    await client.query(`LOCK TABLE ${SCHEMA}.switch_changes IN SHARE ROW EXCLUSIVE MODE`);
+    // An advisory lock, not LOCK TABLE: that would need UPDATE rights, and an operator needs only INSERT.
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('${SCHEMA}.switch_changes'))`);
     let last: { version: string; changed_at: Date } | undefined;
     for (const c of changes) {
       const r = await client.query<{ version: string; changed_at: Date }>(
