@@ -64,6 +64,21 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   // flip must not serve a moment of the old state. Bounded: an unreachable
   // control table starts it under the file's, and says so.
   await fleet?.firstAttempt;
+  try {
+    return await serve(opts, store, fleet);
+  } catch (e) {
+    await fleet?.close();
+    throw e;
+  }
+}
+
+async function serve(
+  opts: RuntimeOptions,
+  store: Runtime['store'],
+  fleet: ControlFollower | undefined,
+): Promise<Runtime> {
+  const { logger } = opts;
+  const config = store.current.config;
   const proxy = new ProxyServer({
     store,
     logger,

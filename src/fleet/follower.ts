@@ -18,7 +18,7 @@ export interface FollowerOptions {
   pollMs: number;
   heartbeatMs: number;
   /** Installs a state; throws when it cannot apply (the state in force stays). */
-  apply(fleet: FleetSwitches): Promise<void>;
+  apply(fleet: FleetSwitches): Promise<{ changes: string[] } | undefined>;
   /** This sidecar's own overrides, reported in its heartbeat. */
   localOverrides(): Record<string, unknown>;
   logger: Logger;
@@ -176,11 +176,14 @@ export class ControlFollower {
     if (key === this.appliedKey) return;
     const log = this.opts.logger;
     try {
-      await this.opts.apply(fleet);
+      const changes = (await this.opts.apply(fleet))?.changes ?? [];
       this.appliedKey = key;
       this.state.appliedVersion = fleet.version;
       this.state.applyError = null;
-      log.info({ version: fleet.version }, `fleet switches applied: version ${fleet.version}`);
+      log.info(
+        { version: fleet.version, changes },
+        `fleet switches applied: version ${fleet.version}${changes.length ? `: ${changes.join('; ')}` : ''}`,
+      );
     } catch (e) {
       const why = (e as Error).message;
       if (this.state.applyError !== why) {

@@ -29,9 +29,7 @@ export function followFleet(
     heartbeatMs: config.fleet.heartbeatMs,
     queryTimeoutMs: config.upstream.connectTimeoutMs,
     minBackoffMs: opts.minBackoffMs,
-    apply: async (fleet) => {
-      await store.applyFleet(fleet);
-    },
+    apply: (fleet) => store.applyFleet(fleet),
     localOverrides: () =>
       store.killSwitchOverride === null ? {} : { killSwitch: store.killSwitchOverride ? 'on' : 'off' },
     logger: logger.child({ component: 'fleet' }),

@@ -54,6 +54,7 @@ beforeAll(async () => {
     heartbeatMs: 500,
     apply: async (f) => {
       seen.push(f);
+      return undefined;
     },
     localOverrides: () => ({}),
     logger: silentLogger,
