@@ -93,7 +93,7 @@ export const metrics = {
   // switches and config
   killSwitch: new Gauge({
     name: 'switchyard_kill_switch',
-    help: '1 when the kill switch is on (config or runtime override)',
+    help: '1 when the kill switch is on (config file, fleet control table or runtime override)',
     registers: [registry],
   }),
   killSwitchOverride: new Gauge({
