@@ -9,7 +9,7 @@ import type { FleetSwitches } from '../config/overlay.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../metrics.ts';
 import { sqlState } from '../pg/connect.ts';
-import { removeHeartbeat, type SidecarIdentity, writeHeartbeat } from './sidecars.ts';
+import { forgetGoneSidecars, removeHeartbeat, type SidecarIdentity, writeHeartbeat } from './sidecars.ts';
 import { CHANNEL, ensureControlTables, readSwitches } from './tables.ts';
 
 export interface FollowerOptions {
@@ -129,6 +129,10 @@ export class ControlFollower {
         attempt = 0;
         this.firstDone();
         await this.beat(client);
+        // Housekeeping, not a condition of following: a role without DELETE still follows.
+        await forgetGoneSidecars(client).catch((e) => {
+          if (sqlState(e) === undefined) throw e;
+        });
         this.timers.push(
           setInterval(() => void this.sync().catch((e) => this.fail(client, e)), this.opts.pollMs),
           setInterval(() => void this.beat(client), this.opts.heartbeatMs),

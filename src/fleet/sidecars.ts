@@ -53,6 +53,16 @@ export async function writeHeartbeat(client: pg.Client, who: SidecarIdentity, hb
   );
 }
 
+/** Rows of sidecars gone this long are dropped: a fleet that restarts pods often would otherwise keep every one. */
+export const FORGET_AFTER = '1 day';
+
+export async function forgetGoneSidecars(client: pg.Client): Promise<number> {
+  const r = await client.query(
+    `DELETE FROM ${SCHEMA}.sidecars WHERE last_seen < clock_timestamp() - interval '${FORGET_AFTER}'`,
+  );
+  return r.rowCount ?? 0;
+}
+
 export async function removeHeartbeat(client: pg.Client, id: string): Promise<void> {
   await client.query(`DELETE FROM ${SCHEMA}.sidecars WHERE id = $1`, [id]);
 }

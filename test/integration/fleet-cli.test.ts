@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { freePort } from '../../src/demo/cluster.ts';
+import { ensureControlTables } from '../../src/fleet/tables.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, fleetConfig, runCli } from '../support/fleet.ts';
 import { createItems, ITEMS } from '../support/items.ts';
@@ -28,6 +29,12 @@ function configFile(extra: Record<string, unknown>): string {
 beforeAll(async () => {
   db = await freshDatabase('fleetc');
   await createItems(db);
+  // A sidecar that went away two days ago without a word.
+  await ensureControlTables(db.direct);
+  await db.query(
+    `INSERT INTO switchyard.sidecars (id, name, pid, started_at, last_seen)
+     VALUES ('web-0-old', 'web-0', 1, now() - interval '3 days', now() - interval '2 days')`,
+  );
   live = await startProxyProcess(db, config(), { POD_NAME: 'web-1' });
   dead = await startProxyProcess(db, config(), { POD_NAME: 'web-2' });
 });
@@ -56,7 +63,9 @@ async function fleet(): Promise<FleetJson> {
 
 describe('switchyard status --fleet', () => {
   it('lists live sidecars with their version and local overrides, and marks a dead one stale', async () => {
-    await eventually(fleet, (f) => f.sidecars.length === 2, 'two heartbeats');
+    // Two heartbeats, and the row of the sidecar gone for two days forgotten.
+    const joined = await eventually(fleet, (f) => f.sidecars.length === 2, 'two heartbeats');
+    expect(joined.sidecars.map((x) => x.name).sort()).toEqual(['web-1', 'web-2']);
     const override = await fetch(`http://127.0.0.1:${live.adminPort}/kill-switch`, {
       method: 'POST',
       body: 'on',
