@@ -41,7 +41,8 @@ BEGIN
   PERFORM pg_notify('${CHANNEL}', (SELECT max(version)::text FROM new_rows));
   RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER switch_changes_notify AFTER INSERT ON ${SCHEMA}.switch_changes
+DROP TRIGGER IF EXISTS switch_changes_notify ON ${SCHEMA}.switch_changes;
+CREATE TRIGGER switch_changes_notify AFTER INSERT ON ${SCHEMA}.switch_changes
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ${SCHEMA}.notify_switch_change();
 CREATE TABLE IF NOT EXISTS ${SCHEMA}.sidecars (
   id              text PRIMARY KEY,
