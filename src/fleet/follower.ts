@@ -83,6 +83,12 @@ export class ControlFollower {
     };
   }
 
+  /** Writes the heartbeat now (a local override changed, say), when connected. */
+  report(): void {
+    const c = this.client;
+    if (c && this.state.connected) void this.beat(c);
+  }
+
   start(): void {
     this.loop ??= this.run();
   }

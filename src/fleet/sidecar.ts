@@ -15,7 +15,7 @@ export interface FleetOptions {
 }
 
 export function followFleet(
-  store: Pick<ConfigStore<unknown>, 'applyFleet' | 'killSwitchOverride'>,
+  store: Pick<ConfigStore<unknown>, 'applyFleet' | 'killSwitchOverride' | 'on'>,
   config: Config,
   logger: Logger,
   opts: FleetOptions = {},
@@ -35,5 +35,12 @@ export function followFleet(
     logger: logger.child({ component: 'fleet' }),
   });
   follower.start();
+  // A local override shows in the fleet list at once, not at the next heartbeat.
+  let override = store.killSwitchOverride;
+  store.on('change', () => {
+    if (store.killSwitchOverride === override) return;
+    override = store.killSwitchOverride;
+    follower.report();
+  });
   return follower;
 }
