@@ -22,6 +22,7 @@ const VERSION_SENSITIVE = [
   'test/integration/corpus-',
   'test/integration/mirror-',
   'test/integration/switch-',
+  'test/integration/fleet-',
 ];
 
 const passes: Pass[] = [{ label: 'PG 18 (embedded)', env: {}, files: [] }];

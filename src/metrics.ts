@@ -93,7 +93,7 @@ export const metrics = {
   // switches and config
   killSwitch: new Gauge({
     name: 'switchyard_kill_switch',
-    help: '1 when the kill switch is on (config or runtime override)',
+    help: '1 when the kill switch is on (config file, fleet control table or runtime override)',
     registers: [registry],
   }),
   killSwitchOverride: new Gauge({
@@ -128,6 +128,33 @@ export const metrics = {
     name: 'switchyard_config_reloads_total',
     help: 'Config reload attempts, by result (ok or error)',
     labelNames: ['result'] as const,
+    registers: [registry],
+  }),
+  // the fleet's control table
+  fleetVersion: new Gauge({
+    name: 'switchyard_fleet_version',
+    help: 'Control-table switch version this sidecar applies (0: none read, the file alone)',
+    registers: [registry],
+  }),
+  fleetMappingVersion: new Gauge({
+    name: 'switchyard_fleet_mapping_version',
+    help: "Control-table version of the latest change applied to the mapping's switches, the fleet-wide kill switch included",
+    labelNames: ['mapping'] as const,
+    registers: [registry],
+  }),
+  fleetControlConnected: new Gauge({
+    name: 'switchyard_fleet_control_connected',
+    help: '1 while the control connection is up and reading the control table',
+    registers: [registry],
+  }),
+  fleetControlErrors: new Counter({
+    name: 'switchyard_fleet_control_errors_total',
+    help: 'Failed control connections or control-table reads (each one retried with backoff)',
+    registers: [registry],
+  }),
+  fleetLastSync: new Gauge({
+    name: 'switchyard_fleet_last_sync_timestamp_seconds',
+    help: 'Unix time of the last successful read of the control table',
     registers: [registry],
   }),
   ready: new Gauge({

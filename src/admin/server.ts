@@ -9,7 +9,15 @@ import type { Logger } from '../log.ts';
 import { metrics, registry } from '../metrics.ts';
 import { VERSION } from '../version.ts';
 import { refuseMutationSource } from './mutation-source.ts';
-import type { AdminStatus, RoundTripStatus } from './status.ts';
+import type {
+  AdminStatus,
+  ControlChange,
+  FleetView,
+  Layered,
+  RoundTripStatus,
+  SwitchLayers,
+  SwitchSource,
+} from './status.ts';
 
 /** What the admin endpoint uses of a ConfigStore, whatever its compiled rules type. */
 export type AdminStore = Pick<
@@ -27,6 +35,8 @@ export interface AdminDeps {
   /** The round-trip check of mappings with dualWrite: both, by mapping name. */
   roundTrips?(): Record<string, RoundTripStatus>;
   startedAt: Date;
+  /** The control connection, when the sidecar follows the fleet's control table. */
+  fleet?(): FleetView;
 }
 
 export interface AdminOptions {
@@ -73,6 +83,39 @@ export function probeTcp(host: string, port: number, timeoutMs: number): Promise
   });
 }
 
+function layer<T>(file: T, control: ControlChange<T> | undefined, effective: T): Layered<T> {
+  const source: SwitchSource = control ? 'control' : 'file';
+  return { file, control: control ?? null, effective, source };
+}
+
+/** Each switch as the file, the control table and the local override say it, and which wins. */
+export function switchLayers(store: AdminStore): SwitchLayers {
+  const snap = store.current;
+  const fleet = snap.fleet;
+  const files = new Map(snap.file.mappings.map((m) => [m.name, m]));
+  const ks = layer(snap.file.killSwitch, fleet.killSwitch, store.killSwitch);
+  if (store.killSwitchOverride !== null) ks.source = 'override';
+  return {
+    precedence: ['override', 'control', 'file'],
+    killSwitch: { ...ks, override: store.killSwitchOverride },
+    mappings: snap.config.mappings.map((m) => {
+      const f = files.get(m.name) ?? m;
+      const s = fleet.mappings[m.name];
+      const dw = s?.dualWrite;
+      const dwValue = (v: 'on' | 'off' | 'both') => (v === 'both' ? 'both' : v === 'on');
+      return {
+        name: m.name,
+        reads: layer(f.reads, s?.reads, m.reads),
+        dualWrite: layer<boolean | 'both'>(
+          f.dualWrite,
+          dw ? { ...dw, value: dwValue(dw.value) } : undefined,
+          m.dualWrite,
+        ),
+      };
+    }),
+  };
+}
+
 export function buildStatus(deps: AdminDeps, now = new Date()): AdminStatus {
   const snap = deps.store.current;
   const c = snap.config;
@@ -86,7 +129,7 @@ export function buildStatus(deps: AdminDeps, now = new Date()): AdminStatus {
       path: snap.path ?? null,
       loadedAt: snap.loadedAt.toISOString(),
     },
-    killSwitch: { config: c.killSwitch, override: deps.store.killSwitchOverride, effective },
+    killSwitch: { config: snap.file.killSwitch, override: deps.store.killSwitchOverride, effective },
     onUnmirrorable: c.onUnmirrorable,
     mappings: c.mappings.map((m) => ({
       name: m.name,
@@ -97,6 +140,8 @@ export function buildStatus(deps: AdminDeps, now = new Date()): AdminStatus {
       mirroring: m.dualWrite !== false && !effective,
       ...(trips[m.name] ? { roundTrip: trips[m.name] } : {}),
     })),
+    switches: switchLayers(deps.store),
+    fleet: deps.fleet?.() ?? { enabled: false },
     connections: deps.connections(),
     draining: deps.draining(),
     startedAt: deps.startedAt.toISOString(),
@@ -199,7 +244,24 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.end(text);
 }
 
-async function readiness(deps: AdminDeps): Promise<{ ready: boolean; reasons: string[] }> {
+/**
+ * What the control connection adds to /readyz. Never a reason to be unready:
+ * the sidecar serves correctly under the switches it holds, and a control
+ * table outage must not take every pod of the fleet out of service at once.
+ */
+function fleetDetail(f: FleetView | undefined): string[] {
+  if (!f?.enabled) return [];
+  const out: string[] = [];
+  if (!f.connected)
+    out.push(
+      `control table unreachable since ${f.errorSince ?? '?'} (${f.error ?? 'not connected yet'}); holding switches at control version ${f.appliedVersion ?? 0}`,
+    );
+  if (f.applyError)
+    out.push(`latest control state refused (${f.applyError}); holding version ${f.appliedVersion ?? 0}`);
+  return out;
+}
+
+async function readiness(deps: AdminDeps): Promise<{ ready: boolean; reasons: string[]; detail: string[] }> {
   // No config check here: a ConfigStore exists only once a config passed validation
   // and compilation, and a refused reload leaves the previous one serving.
   const reasons: string[] = [];
@@ -212,7 +274,7 @@ async function readiness(deps: AdminDeps): Promise<{ ready: boolean; reasons: st
     }),
   ]).finally(() => clearTimeout(timer));
   if (!reachable) reasons.push('upstream unreachable');
-  return { ready: reasons.length === 0, reasons };
+  return { ready: reasons.length === 0, reasons, detail: fleetDetail(deps.fleet?.()) };
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>;
@@ -253,8 +315,10 @@ export async function startAdmin(opts: AdminOptions, deps: AdminDeps, logger: Lo
       handler: async (_req, res) => {
         const r = await readiness(deps);
         metrics.ready.set(r.ready ? 1 : 0);
-        if (r.ready) sendJson(res, 200, { ready: true });
-        else sendJson(res, 503, { ready: false, reason: r.reasons.join('; '), reasons: r.reasons });
+        const detail = r.detail.length > 0 ? { detail: r.detail } : {};
+        if (r.ready) sendJson(res, 200, { ready: true, ...detail });
+        else
+          sendJson(res, 503, { ready: false, reason: r.reasons.join('; '), reasons: r.reasons, ...detail });
       },
     },
     '/status': {

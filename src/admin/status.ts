@@ -31,6 +31,54 @@ export interface RoundTripStatus {
   checkedAt?: string;
 }
 
+/** Where a switch's value in force comes from; the first that says something wins. */
+export type SwitchSource = 'override' | 'control' | 'file';
+
+export const PRECEDENCE: SwitchSource[] = ['override', 'control', 'file'];
+
+/** A change recorded in the control table. */
+export interface ControlChange<T> {
+  value: T;
+  version: number;
+  by: string;
+  at: string;
+  reason: string | null;
+}
+
+export interface Layered<T> {
+  file: T;
+  control: ControlChange<T> | null;
+  effective: T;
+  source: SwitchSource;
+}
+
+export interface SwitchLayers {
+  /** First wins: the local override, then the control table, then the file. */
+  precedence: SwitchSource[];
+  killSwitch: Layered<boolean> & { override: boolean | null };
+  mappings: Array<{
+    name: string;
+    reads: Layered<'old' | 'new'>;
+    dualWrite: Layered<boolean | 'both'>;
+  }>;
+}
+
+/** The control connection as this sidecar sees it. */
+export interface FleetView {
+  enabled: boolean;
+  id?: string;
+  name?: string;
+  connected?: boolean;
+  /** Control-table version in force here. */
+  appliedVersion?: number;
+  lastSyncAt?: string | null;
+  /** Why the control table cannot be reached, while it cannot. */
+  error?: string | null;
+  errorSince?: string | null;
+  /** Why the latest control state could not be applied. */
+  applyError?: string | null;
+}
+
 export interface AdminStatus {
   version: string;
   config: { version: number; hash: string; path: string | null; loadedAt: string };
@@ -41,6 +89,9 @@ export interface AdminStatus {
   draining: boolean;
   startedAt: string;
   uptimeSeconds: number;
+  /** Each switch's layers and which one is in force. */
+  switches?: SwitchLayers;
+  fleet?: FleetView;
 }
 
 /** '-' where not checked; the lossy columns by table where some do not come back. */
@@ -68,8 +119,37 @@ export function formatDuration(totalSeconds: number): string {
   return `${sec}s`;
 }
 
-function onOff(v: boolean): string {
-  return v ? 'on' : 'off';
+function onOff(v: boolean | 'both'): string {
+  return v === 'both' ? 'both' : v ? 'on' : 'off';
+}
+
+/** The fleet line: which control version applies, and whether the control table is reachable. */
+function fleetLine(f: FleetView): string {
+  if (!f.enabled) return 'fleet       off (switches from this file and this admin port only)';
+  const link = f.connected
+    ? `connected, last read ${f.lastSyncAt ?? 'never'}`
+    : `CONTROL TABLE UNREACHABLE since ${f.errorSince ?? '?'} (${f.error ?? 'unknown'}); holding version ${f.appliedVersion ?? 0}`;
+  const refused = f.applyError ? `  REFUSED latest state: ${f.applyError}` : '';
+  return `fleet       ${f.name ?? ''} control version ${f.appliedVersion ?? 0}  ${link}${refused}`;
+}
+
+/** The switches set by the control table or an override rather than the file. */
+function sourceLines(l: SwitchLayers): string[] {
+  const out: string[] = [];
+  const from = (what: string, x: Layered<unknown>) => {
+    if (x.source === 'control' && x.control)
+      out.push(
+        `  ${what} ${String(x.effective)} from the control table (version ${x.control.version} by ${x.control.by}${x.control.reason ? `: ${x.control.reason}` : ''})`,
+      );
+    if (x.source === 'override')
+      out.push(`  ${what} ${String(x.effective)} from this sidecar's local override`);
+  };
+  from('kill switch', l.killSwitch);
+  for (const m of l.mappings) {
+    from(`${m.name} reads`, m.reads);
+    from(`${m.name} dualWrite`, m.dualWrite);
+  }
+  return out.length ? ['switches not from the file (override > control table > file):', ...out] : [];
 }
 
 /** Left-aligned columns separated by two spaces, header first. */
@@ -92,7 +172,8 @@ export interface Readiness {
 /** The /status document as a few lines and a mapping table; readiness when known. */
 export function renderStatus(s: AdminStatus, readiness?: Readiness): string {
   const ks = s.killSwitch;
-  const ksDetail = `config ${onOff(ks.config)}, override ${ks.override === null ? 'none' : onOff(ks.override)}`;
+  const ctl = s.switches?.killSwitch.control;
+  const ksDetail = `config ${onOff(ks.config)}${ctl ? `, control table ${onOff(ctl.value)} (version ${ctl.version})` : ''}, override ${ks.override === null ? 'none' : onOff(ks.override)}`;
   const ready =
     readiness === undefined
       ? ''
@@ -108,6 +189,8 @@ export function renderStatus(s: AdminStatus, readiness?: Readiness): string {
     }`,
     `kill switch ${ks.effective ? 'ON (mirroring stopped on every mapping)' : 'off'}  (${ksDetail})`,
     `unmirrorable writes: ${s.onUnmirrorable}`,
+    ...(s.fleet ? [fleetLine(s.fleet)] : []),
+    ...(s.switches ? sourceLines(s.switches) : []),
     '',
   ];
   if (s.mappings.length === 0) {

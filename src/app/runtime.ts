@@ -5,6 +5,8 @@ import { type AdminServer, startAdmin } from '../admin/server.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigStore } from '../config/store.ts';
 import { type Reloader, watchConfig } from '../config/watch.ts';
+import type { ControlFollower } from '../fleet/follower.ts';
+import { type FleetOptions, followFleet } from '../fleet/sidecar.ts';
 import { type CompiledRules, rulesCompiler } from '../proxy/rules-adapter.ts';
 import { type ListenAddress, ProxyServer } from '../proxy/server.ts';
 import { BUN_SOCKETS, bunSockets } from '../transport/bun.ts';
@@ -22,6 +24,8 @@ export interface RuntimeOptions {
   admin?: false | { host: string; port: number };
   /** Watch the config file and reload on SIGHUP (needs loaded.path). */
   watch?: boolean;
+  /** How this sidecar appears in the fleet (when the config's fleet.enabled). */
+  fleet?: FleetOptions;
 }
 
 export interface Runtime {
@@ -30,6 +34,8 @@ export interface Runtime {
   address: ListenAddress;
   admin?: AdminServer;
   reloader?: Reloader;
+  /** The control connection, when the config's fleet.enabled. */
+  fleet?: ControlFollower;
   startedAt: Date;
   /** Graceful: drain sessions up to the timeout (or until `abort` resolves), then stop everything. */
   shutdown(drainTimeoutMs?: number, abort?: Promise<void>): Promise<void>;
@@ -52,6 +58,26 @@ function socketLayer(clientTls: boolean, upstreamTls: boolean): SocketLayer {
 export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const { logger } = opts;
   const store = await ConfigStore.create(opts.loaded, rulesCompiler());
+  const config = store.current.config;
+  const fleet = config.fleet.enabled ? followFleet(store, config, logger, opts.fleet) : undefined;
+  // Start under the fleet's switches, not the file's: a pod started after a
+  // flip must not serve a moment of the old state. Bounded: an unreachable
+  // control table starts it under the file's, and says so.
+  await fleet?.firstAttempt;
+  try {
+    return await serve(opts, store, fleet);
+  } catch (e) {
+    await fleet?.close();
+    throw e;
+  }
+}
+
+async function serve(
+  opts: RuntimeOptions,
+  store: Runtime['store'],
+  fleet: ControlFollower | undefined,
+): Promise<Runtime> {
+  const { logger } = opts;
   const config = store.current.config;
   const proxy = new ProxyServer({
     store,
@@ -76,6 +102,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         upstreamReachable: () => proxy.upstreamReachable(800),
         roundTrips: () => roundTrips.statuses(),
         startedAt,
+        fleet: fleet ? () => fleet.view() : undefined,
       },
       logger,
     );
@@ -88,6 +115,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     address,
     admin,
     reloader,
+    fleet,
     startedAt,
     shutdown(drainTimeoutMs = 0, abort?: Promise<void>) {
       stopping ??= (async () => {
@@ -96,6 +124,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         await proxy.drain(drainTimeoutMs, abort);
         await proxy.close();
         await admin?.close();
+        await fleet?.close();
       })();
       return stopping;
     },

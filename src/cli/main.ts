@@ -9,7 +9,11 @@ Usage:
                       [--repair] [--out FILE]
   switchyard check    --config FILE --mapping NAME [--sample N] [--json]
                                              columns that do not survive up then down (or back)
+  switchyard switch   --config FILE --mapping NAME [--reads old|new] [--dual-write on|off|both]
+  switchyard switch   --config FILE --kill-switch on|off --reason TEXT
+                                             flip a switch for the whole fleet (control table)
   switchyard status   [--admin URL] [--json]
+  switchyard status   --fleet --config FILE [--json]
   switchyard demo                             embedded Postgres + proxy + guided tour
 
 Options:
@@ -23,6 +27,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   verify: () => import('./verify.ts'),
   check: () => import('./check.ts'),
   status: () => import('./status.ts'),
+  switch: () => import('./switch.ts'),
   demo: () => import('./demo.ts'),
 };
 

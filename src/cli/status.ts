@@ -1,15 +1,21 @@
 // `switchyard status [--admin URL] [--json]`: the running proxy's /status, as a
-// table for a person or as JSON for scripts.
+// table for a person or as JSON for scripts. With --fleet, every sidecar's
+// heartbeat from the control table instead.
 import { type AdminStatus, type Readiness, renderStatus } from '../admin/status.ts';
 import { parseArgs, UsageError } from './args.ts';
+import { runFleetStatus } from './fleet-status.ts';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9187';
 const TIMEOUT_MS = 5000;
 
 const USAGE = `Usage: switchyard status [--admin URL] [--json]
+       switchyard status --fleet --config FILE [--json]
 
   --admin URL   admin endpoint of the running proxy (default ${DEFAULT_ADMIN_URL})
-  --json        print the /status document as JSON
+  --json        print the /status document (or the fleet list) as JSON
+  --fleet       list every sidecar following the control table in the config's
+                database: its control version, local overrides, and STALE when
+                its heartbeat is older than fleet.staleAfterMs
 
 The admin URL can also come from SWITCHYARD_ADMIN_URL. Exit status 2 when the
 admin endpoint cannot be reached or does not answer.
@@ -33,10 +39,12 @@ async function readiness(base: string): Promise<Readiness | undefined> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let values: { admin?: string; json?: boolean; help?: boolean };
+  let values: { admin?: string; json?: boolean; help?: boolean; fleet?: boolean; config?: string };
   try {
     ({ values } = parseArgs(argv, {
       admin: { type: 'string' },
+      fleet: { type: 'boolean' },
+      config: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     }));
@@ -51,6 +59,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
+  if (values.fleet) return runFleetStatus(values.config, values.json === true);
   const base = values.admin ?? process.env.SWITCHYARD_ADMIN_URL ?? DEFAULT_ADMIN_URL;
   let url: URL;
   try {

@@ -83,6 +83,23 @@ function sameName(a: string, b: string): boolean {
   return norm(a) === norm(b);
 }
 
+export const fleetSchema = z
+  .object({
+    enabled: z
+      .boolean()
+      .default(false)
+      .describe('Follow the switches in the control table (switchyard.switch_changes) over the file'),
+    pollMs: z.number().int().positive().default(30000).describe('Re-read the control table this often'),
+    heartbeatMs: z.number().int().positive().default(5000).describe('Heartbeat row refresh interval'),
+    staleAfterMs: z
+      .number()
+      .int()
+      .positive()
+      .default(30000)
+      .describe('A sidecar whose heartbeat is older than this counts as gone'),
+  })
+  .strict();
+
 export const mappingSchema = z
   .object({
     name: z
@@ -163,6 +180,7 @@ export const configSchema = z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
       .strict()
       .default({ level: 'info' }),
+    fleet: fleetSchema.default({ enabled: false, pollMs: 30000, heartbeatMs: 5000, staleAfterMs: 30000 }),
     mappings: z.array(mappingSchema).default([]),
   })
   .strict()

@@ -1,14 +1,23 @@
 // The config in force and its version. A new config is validated whole
 // (schema, then the compile step against the live catalog) before it replaces
 // the old one; on any failure the old one keeps serving.
+//
+// What is in force is layered: the file's config, the fleet's switches from
+// the control table over it, and the local kill switch override over both.
 import { EventEmitter } from 'node:events';
 import { metrics } from '../metrics.ts';
 import type { LoadedConfig } from './load.ts';
+import { type FleetSwitches, NO_FLEET_SWITCHES, overlaySwitches } from './overlay.ts';
 import type { Config } from './schema.ts';
 
 export interface Snapshot<R = unknown> {
   version: number;
+  /** The config in force: the file's, with the fleet's switches laid over it. */
   config: Config;
+  /** The config as the file says it. */
+  file: Config;
+  /** The control table's switches this snapshot applies. */
+  fleet: FleetSwitches;
   hash: string;
   path?: string;
   loadedAt: Date;
@@ -22,6 +31,7 @@ export class ConfigStore<R = unknown> extends EventEmitter {
   private snap: Snapshot<R>;
   /** Runtime kill switch override (admin API): null = follow the config. */
   killSwitchOverride: boolean | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
     initial: Snapshot<R>,
@@ -38,6 +48,8 @@ export class ConfigStore<R = unknown> extends EventEmitter {
       {
         version: 1,
         config: loaded.config,
+        file: loaded.config,
+        fleet: NO_FLEET_SWITCHES,
         hash: loaded.hash,
         path: loaded.path,
         loadedAt: new Date(),
@@ -57,25 +69,51 @@ export class ConfigStore<R = unknown> extends EventEmitter {
   }
 
   /** Validates and installs a new config; throws (and counts) on failure, leaving the old one. */
-  async apply(loaded: LoadedConfig): Promise<{ version: number; changes: string[] }> {
-    let rules: R;
-    try {
-      rules = await this.compile(loaded.config);
-    } catch (e) {
-      metrics.configReloads.inc({ result: 'error' });
-      throw e;
-    }
+  apply(loaded: LoadedConfig): Promise<{ version: number; changes: string[] }> {
+    return this.serially(async () => {
+      let config: Config;
+      let rules: R;
+      try {
+        config = overlaySwitches(loaded.config, this.snap.fleet);
+        rules = await this.compile(config);
+      } catch (e) {
+        metrics.configReloads.inc({ result: 'error' });
+        throw e;
+      }
+      metrics.configReloads.inc({ result: 'ok' });
+      return this.install(config, rules, {
+        file: loaded.config,
+        hash: loaded.hash,
+        path: loaded.path ?? this.snap.path,
+        loadedAt: new Date(),
+      });
+    });
+  }
+
+  /**
+   * Installs the control table's switches over the file's config. Throws,
+   * leaving the state in force, when they cannot apply (reads new on a
+   * mapping without down expressions, a value this version does not know).
+   */
+  applyFleet(fleet: FleetSwitches): Promise<{ version: number; changes: string[] }> {
+    return this.serially(async () => {
+      const config = overlaySwitches(this.snap.file, fleet);
+      const rules = await this.compile(config);
+      return this.install(config, rules, { fleet });
+    });
+  }
+
+  /** Reloads and fleet changes both compile asynchronously; one at a time keeps either from undoing the other. */
+  private serially<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private install(config: Config, rules: R, fields: Partial<Snapshot<R>>) {
     const prev = this.snap;
-    this.snap = {
-      version: prev.version + 1,
-      config: loaded.config,
-      hash: loaded.hash,
-      path: loaded.path ?? prev.path,
-      loadedAt: new Date(),
-      rules,
-    };
-    metrics.configReloads.inc({ result: 'ok' });
-    const changes = describeChanges(prev.config, loaded.config);
+    this.snap = { ...prev, ...fields, config, rules, version: prev.version + 1 };
+    const changes = describeChanges(prev.config, config);
     this.publishGauges();
     this.emit('change', this.snap, changes);
     return { version: this.snap.version, changes };
@@ -101,6 +139,14 @@ export class ConfigStore<R = unknown> extends EventEmitter {
     for (const m of c.mappings) {
       metrics.dualWrite.set({ mapping: m.name }, m.dualWrite !== false && !this.killSwitch ? 1 : 0);
       metrics.readsNew.set({ mapping: m.name }, m.reads === 'new' ? 1 : 0);
+    }
+    const fleet = this.snap.fleet;
+    metrics.fleetVersion.set(fleet.version);
+    metrics.fleetMappingVersion.reset();
+    for (const m of c.mappings) {
+      const s = fleet.mappings[m.name];
+      const v = Math.max(s?.reads?.version ?? 0, s?.dualWrite?.version ?? 0, fleet.killSwitch?.version ?? 0);
+      metrics.fleetMappingVersion.set({ mapping: m.name }, v);
     }
   }
 }

@@ -67,6 +67,9 @@ export function watchConfig(
       if (JSON.stringify(before.listen) !== JSON.stringify(loaded.config.listen)) {
         logger.warn({ file }, 'listen address changes take effect only after a restart');
       }
+      if (JSON.stringify(before.fleet) !== JSON.stringify(loaded.config.fleet)) {
+        logger.warn({ file }, 'fleet settings take effect only after a restart');
+      }
       logger.info(
         { file, reason, version, changes },
         `config reloaded: ${changes.length ? changes.join('; ') : 'no switch changed'}`,

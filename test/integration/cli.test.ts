@@ -27,7 +27,7 @@ describe('switchyard CLI', () => {
   it('--help lists every command and exits 0', async () => {
     const r = await run(['--help']);
     expect(r.code).toBe(0);
-    for (const cmd of ['proxy', 'backfill', 'verify', 'status', 'demo'])
+    for (const cmd of ['proxy', 'backfill', 'verify', 'status', 'switch', 'demo'])
       expect(r.stdout).toContain(`switchyard ${cmd}`);
   });
 

@@ -7,12 +7,26 @@ import { describe, expect, it } from 'vitest';
 
 /** Each folder may import the folders listed for it (and the leaf modules at src/). */
 const ALLOWED: Record<string, string[]> = {
-  cli: ['app', 'demo', 'admin', 'backfill', 'verify', 'proxy', 'rules', 'sql', 'pg', 'config', 'wire'],
+  cli: [
+    'app',
+    'demo',
+    'admin',
+    'backfill',
+    'verify',
+    'fleet',
+    'proxy',
+    'rules',
+    'sql',
+    'pg',
+    'config',
+    'wire',
+  ],
   demo: ['app', 'admin', 'backfill', 'verify', 'rules', 'sql', 'pg', 'config'],
-  app: ['admin', 'proxy', 'verify', 'transport', 'rules', 'pg', 'config'],
+  app: ['admin', 'fleet', 'proxy', 'verify', 'transport', 'rules', 'pg', 'config'],
   admin: ['config'],
   backfill: ['rules', 'sql', 'pg', 'config'],
   verify: ['rules', 'sql', 'pg', 'config'],
+  fleet: ['pg', 'config'],
   proxy: ['rules', 'sql', 'transport', 'wire', 'config'],
   rules: ['sql', 'pg', 'config'],
   sql: ['pg', 'config'],
