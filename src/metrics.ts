@@ -107,6 +107,12 @@ export const metrics = {
     labelNames: ['mapping'] as const,
     registers: [registry],
   }),
+  ddlGuard: new Counter({
+    name: 'switchyard_ddl_guard_total',
+    help: 'DDL statements that met a guardrail rule, by rule and mode (warn: sent with a notice or a lock_timeout; enforce: refused, or checked in the database where the catalog decides)',
+    labelNames: ['rule', 'mode'] as const,
+    registers: [registry],
+  }),
   roundTripLossy: new Gauge({
     name: 'switchyard_mapping_round_trip_lossy_columns',
     help: 'Columns that do not survive a round trip through the other table (side old: down(up(old)) = old fails; side new: up(down(new)) = new fails), found by the check the proxy runs for dualWrite: both',

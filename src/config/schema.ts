@@ -160,6 +160,48 @@ export const mappingSchema = z
     }
   });
 
+const ddlMode = z.enum(['warn', 'enforce', 'off']);
+
+/** DDL guardrails: `warn` sends a notice naming the safe alternative, `enforce` refuses with 0A000, `off` lets it be. */
+export const ddlSchema = z
+  .object({
+    lockTimeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .default(3000)
+      .describe('lock_timeout a DDL statement runs with when its session has none'),
+    rules: z
+      .object({
+        lockTimeout: ddlMode
+          .default('warn')
+          .describe('DDL from a session without lock_timeout: warn sets it for the statement'),
+        createIndex: ddlMode.default('warn').describe('CREATE INDEX without CONCURRENTLY'),
+        constraintNotValid: ddlMode
+          .default('warn')
+          .describe('ADD CONSTRAINT CHECK / FOREIGN KEY without NOT VALID'),
+        setNotNull: ddlMode
+          .default('warn')
+          .describe('SET NOT NULL without a validated CHECK (col IS NOT NULL)'),
+        typeRewrite: ddlMode.default('warn').describe('ALTER COLUMN TYPE that rewrites the table'),
+        volatileDefault: ddlMode.default('warn').describe('ADD COLUMN with a volatile default'),
+        mappingBreak: ddlMode
+          .default('enforce')
+          .describe('DDL that would break a mapping that mirrors or reads its tables'),
+      })
+      .strict()
+      .default({
+        lockTimeout: 'warn',
+        createIndex: 'warn',
+        constraintNotValid: 'warn',
+        setNotNull: 'warn',
+        typeRewrite: 'warn',
+        volatileDefault: 'warn',
+        mappingBreak: 'enforce',
+      }),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     listen: listenSchema.default({ host: '0.0.0.0', port: 6432 }),
@@ -181,6 +223,18 @@ export const configSchema = z
       .strict()
       .default({ level: 'info' }),
     fleet: fleetSchema.default({ enabled: false, pollMs: 30000, heartbeatMs: 5000, staleAfterMs: 30000 }),
+    ddl: ddlSchema.default({
+      lockTimeoutMs: 3000,
+      rules: {
+        lockTimeout: 'warn',
+        createIndex: 'warn',
+        constraintNotValid: 'warn',
+        setNotNull: 'warn',
+        typeRewrite: 'warn',
+        volatileDefault: 'warn',
+        mappingBreak: 'enforce',
+      },
+    }),
     mappings: z.array(mappingSchema).default([]),
   })
   .strict()

@@ -73,6 +73,7 @@ export class Round {
       simpleQuery,
     });
     this.statements.planned(plan);
+    for (const d of plan.ddl ?? []) metrics.ddlGuard.inc({ rule: d.rule, mode: d.mode });
     if (plan.unmirrored) {
       metrics.unmirroredWrites.inc({ mapping: plan.unmirrored.mapping, reason: plan.unmirrored.reason });
       this.logger.warn(

@@ -44,9 +44,10 @@ function withSwitches(prev: RuleSet, config: Config): RuleSet {
   return { ...prev, mappings };
 }
 
-function sessionRules(ruleset: RuleSet): CompiledRules {
+function sessionRules(ruleset: RuleSet, config: Config): CompiledRules {
+  // No mappings: a transparent proxy, DDL guardrails included (they guard the migrations it serves).
   if (ruleset.mappings.length === 0) return { session: NO_RULES, ruleset };
-  const planner = new Planner(ruleset);
+  const planner = new Planner(ruleset, { ddl: config.ddl });
   const session: SessionRules = {
     database: ruleset.database,
     active: true,
@@ -79,15 +80,15 @@ export function rulesCompiler(): (config: Config) => Promise<CompiledRules> {
           m.dualWrite !== 'both' || rs.mappings[i]?.reverse !== undefined || rs.mappings[i]?.sameTable,
       );
     if (last && last.key === key && reverseReady(last.ruleset)) {
-      return sessionRules(withSwitches(last.ruleset, config));
+      return sessionRules(withSwitches(last.ruleset, config), config);
     }
     const ruleset = await compileRules(config);
     last = { key, ruleset };
-    return sessionRules(ruleset);
+    return sessionRules(ruleset, config);
   };
 }
 
 /** One-off compile (no memory of earlier checks). */
 export async function compileSessionRules(config: Config): Promise<CompiledRules> {
-  return sessionRules(await compileRules(config));
+  return sessionRules(await compileRules(config), config);
 }

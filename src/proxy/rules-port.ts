@@ -18,6 +18,8 @@ export interface Plan {
   reject?: { mapping: string; message: string };
   /** SQL PREPAREs of writes on mapped tables in the text. */
   prepared?: SqlPrepared[];
+  /** DDL guardrails the text met, counted at each execution. */
+  ddl?: { rule: string; mode: string }[];
 }
 
 /** A SQL-prepared statement on a mapped table: EXECUTE gets its shape, or is counted as unmirrored. */

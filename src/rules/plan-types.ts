@@ -44,6 +44,8 @@ export interface Plan {
   reject?: { mapping: string; message: string };
   /** SQL PREPAREs of writes on mapped tables in the text: the session keeps them for EXECUTE. */
   prepared?: SqlPrepared[];
+  /** DDL guardrails the text's statements met (counted at each execution). */
+  ddl?: { rule: string; mode: 'warn' | 'enforce' }[];
 }
 
 export type SqlPrepared = PreparedWrite<StatementShape, NonNullable<Plan['unmirrored']>>;

@@ -20,6 +20,8 @@ import { type Edit, spliceBytes } from '../sql/splice.ts';
 import { statementTokens } from '../sql/tokens.ts';
 import { planBody } from './bodies.ts';
 import { buildColumnWrite } from './columns-write.ts';
+import { type DdlConfig, type DdlFlag, DdlGuard } from './ddl-check.ts';
+import { DDL_HINT, isDdl } from './ddl-guard.ts';
 import type { CompiledMapping } from './mapping.ts';
 import { keySources, type MappingRuntime, readSubquery } from './mapping-runtime.ts';
 import { buildMirror } from './mirror.ts';
@@ -65,11 +67,16 @@ export class Planner {
   private readonly byNew = new Map<string, MappingRuntime>();
   private readonly newNames = new Set<string>();
 
+  private readonly ddl?: DdlGuard;
+
   constructor(
     readonly rules: RuleSet,
-    opts: { cacheSize?: number } = {},
+    opts: { cacheSize?: number; ddl?: DdlConfig } = {},
   ) {
     this.cache = new ShapePlanCache<Plan>(opts.cacheSize ?? 5000);
+    if (opts.ddl && Object.values(opts.ddl.rules).some((mode) => mode !== 'off')) {
+      this.ddl = new DdlGuard(opts.ddl, rules);
+    }
     this.prefilter = new Prefilter(rules.mappings.flatMap((m) => [m.old.name, m.new.name]));
     // The names whose writes are mirrored: old, and new too where mirrored back.
     const both = (m: CompiledMapping) => (m.config.dualWrite === 'both' ? m.reverse : undefined);
@@ -107,10 +114,11 @@ export class Planner {
         // Planned below like any text.
       }
     }
-    if (!this.prefilter.matches(sql)) {
+    if (!this.prefilter.matches(sql) && !(this.ddl && DDL_HINT.test(sql))) {
       return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
     }
-    const context = `${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}\u0002${ctx.defaultSearchPath?.join('\u0001') ?? ''}`;
+    // A simple Query may get statements put in front of its DDL; a Parse may not.
+    const context = `${ctx.simpleQuery ? 'Q' : 'P'}${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}\u0002${ctx.defaultSearchPath?.join('\u0001') ?? ''}`;
     return this.cache.lookup(sql, context, (text) => this.planText(text, ctx));
   }
 
@@ -175,6 +183,7 @@ export class Planner {
     const edits: Edit[] = [];
     const statements: StatementShape[] = [];
     const prepared: SqlPrepared[] = [];
+    const ddl: DdlFlag[] = [];
     /** An EXECUTE of a mirrored prepared statement: nothing to splice, but replies to reshape. */
     let shapesOnly = false;
     let route: Route = 'passthrough';
@@ -260,6 +269,21 @@ export class Planner {
           if (r.prepared.unmirrored && ctx.onUnmirrorable === 'reject') unmirrored ??= r.prepared.unmirrored;
           statements.push(FORWARD);
           continue;
+        }
+      }
+      if (this.ddl && isDdl(stmt)) {
+        const g = this.ddl.check(stmt, ctx, schemas, !!ctx.simpleQuery && !inBody);
+        if (g.reject) {
+          return {
+            ...unmirrorablePlan(sql, ctx, g.reject.mapping, 'unsupported', undefined, FORWARD_LIST),
+            reject: g.reject,
+            ddl: g.flagged,
+          };
+        }
+        ddl.push(...g.flagged);
+        if (g.prefix) {
+          edits.push({ start: stmt.start, end: stmt.start, text: g.prefix });
+          statements.push(HIDDEN);
         }
       }
       const info = collectRefs(stmt);
@@ -393,6 +417,7 @@ export class Planner {
       statements,
       ...(unmirrored ? { unmirrored } : {}),
       ...(prepared.length > 0 ? { prepared } : {}),
+      ...(ddl.length > 0 ? { ddl } : {}),
     };
   }
 

@@ -20,6 +20,17 @@ export interface TestProxy {
   close(): Promise<void>;
 }
 
+/** Every DDL guardrail off: for tests that compare replies byte for byte with Postgres's own. */
+export const DDL_OFF = {
+  lockTimeout: 'off',
+  createIndex: 'off',
+  constraintNotValid: 'off',
+  setNotNull: 'off',
+  typeRewrite: 'off',
+  volatileDefault: 'off',
+  mappingBreak: 'off',
+};
+
 /** Config as a plain object: upstream defaults to the test database's server. */
 export function baseConfig(
   db: Pick<TestDatabase, 'host' | 'port' | 'url'>,
