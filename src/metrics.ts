@@ -121,7 +121,7 @@ export const metrics = {
   }),
   readsNew: new Gauge({
     name: 'switchyard_mapping_reads_new',
-    help: '1 when the mapping serves reads from the new table',
+    help: 'Share of client sessions whose reads the mapping serves from the new table: 1 for reads: new, 0 for old, N/100 for a canary { new: N }',
     labelNames: ['mapping'] as const,
     registers: [registry],
   }),

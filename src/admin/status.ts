@@ -10,13 +10,21 @@ export interface KillSwitchState {
   effective: boolean;
 }
 
+export type Reads = 'old' | 'new' | { new: number };
+
+/** reads for a person: old, new, or "new 10%" for a canary. */
+export function readsLabel(r: Reads): string {
+  return typeof r === 'string' ? r : `new ${r.new}%`;
+}
+
 export interface MappingStatus {
   name: string;
   old: string;
   new: string;
   /** both: writes on new are mirrored into old too. */
   dualWrite: boolean | 'both';
-  reads: 'old' | 'new';
+  /** old, new, or a canary: { new: N } percent of client sessions. */
+  reads: Reads;
   /** dualWrite and the kill switch off: writes on old are mirrored right now. */
   mirroring: boolean;
   /** dualWrite: both: whether rows survive the round trip through the other table. */
@@ -58,7 +66,7 @@ export interface SwitchLayers {
   killSwitch: Layered<boolean> & { override: boolean | null };
   mappings: Array<{
     name: string;
-    reads: Layered<'old' | 'new'>;
+    reads: Layered<Reads>;
     dualWrite: Layered<boolean | 'both'>;
   }>;
 }
@@ -207,7 +215,7 @@ export function renderStatus(s: AdminStatus, readiness?: Readiness): string {
           m.new,
           m.dualWrite === 'both' ? 'both ways' : onOff(m.dualWrite),
           m.mirroring ? 'yes' : m.dualWrite !== false ? 'no (kill switch)' : 'no',
-          m.reads,
+          readsLabel(m.reads),
           ...(trips ? [roundTripCell(m.roundTrip)] : []),
         ]),
       ),

@@ -2,7 +2,7 @@
 // config. The file declares the mappings and their default switches; the
 // control table, where it says something, wins over the file.
 import { ConfigError } from './load.ts';
-import type { Config } from './schema.ts';
+import { type Config, readsNewPercent } from './schema.ts';
 
 export type DualWriteSetting = 'on' | 'off' | 'both';
 export type ReadsSetting = 'old' | 'new';
@@ -45,7 +45,7 @@ export function overlaySwitches(file: Config, fleet: FleetSwitches): Config {
     const s = fleet.mappings[m.name];
     if (!s) return m;
     const reads = s.reads?.value ?? m.reads;
-    if (reads === 'new' && !m.down) {
+    if (readsNewPercent(reads) > 0 && !m.down) {
       throw new ConfigError(
         `mapping ${m.name}: the control table says reads new, but the config gives it no down expressions`,
       );

@@ -122,7 +122,24 @@ export const mappingSchema = z
       .describe(
         "Key columns of the old table that writes on new are mirrored by (dualWrite: both); default: the old table's primary key",
       ),
-    reads: z.enum(['old', 'new']).default('old').describe('Which table serves reads of old'),
+    reads: z
+      .union([
+        z.enum(['old', 'new']),
+        z
+          .object({
+            new: z
+              .number()
+              .int()
+              .min(0)
+              .max(100)
+              .describe('Percent of client sessions whose reads new serves'),
+          })
+          .strict(),
+      ])
+      .default('old')
+      .describe(
+        'Which table serves reads of old: old, new, or { new: N } for N percent of client sessions (canary)',
+      ),
     up: exprMap.describe('new column -> SQL expression over the old row'),
     down: exprMap
       .optional()
@@ -130,7 +147,7 @@ export const mappingSchema = z
   })
   .strict()
   .superRefine((m, ctx) => {
-    if (m.reads === 'new' && !m.down) {
+    if (readsNewPercent(m.reads) > 0 && !m.down) {
       ctx.addIssue({
         code: 'custom',
         path: [],
@@ -253,4 +270,15 @@ export const configSchema = z
   });
 
 export type Config = z.infer<typeof configSchema>;
+export type ReadsSetting = 'old' | 'new' | { new: number };
+
+/** The share of client sessions (0..100) whose reads a mapping serves from new. */
+export function readsNewPercent(reads: ReadsSetting): number {
+  return reads === 'new' ? 100 : reads === 'old' ? 0 : reads.new;
+}
+
+/** reads as an operator writes it: old, new, or "new 10%". */
+export function readsText(reads: ReadsSetting): string {
+  return typeof reads === 'string' ? reads : `new ${reads.new}%`;
+}
 export type MappingConfig = z.infer<typeof mappingSchema>;

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { metrics } from '../metrics.ts';
 import type { LoadedConfig } from './load.ts';
 import { type FleetSwitches, NO_FLEET_SWITCHES, overlaySwitches } from './overlay.ts';
-import type { Config } from './schema.ts';
+import { type Config, readsNewPercent, readsText } from './schema.ts';
 
 export interface Snapshot<R = unknown> {
   version: number;
@@ -138,7 +138,7 @@ export class ConfigStore<R = unknown> extends EventEmitter {
     metrics.readsNew.reset();
     for (const m of c.mappings) {
       metrics.dualWrite.set({ mapping: m.name }, m.dualWrite !== false && !this.killSwitch ? 1 : 0);
-      metrics.readsNew.set({ mapping: m.name }, m.reads === 'new' ? 1 : 0);
+      metrics.readsNew.set({ mapping: m.name }, readsNewPercent(m.reads) / 100);
     }
     const fleet = this.snap.fleet;
     metrics.fleetVersion.set(fleet.version);
@@ -162,11 +162,13 @@ export function describeChanges(a: Config, b: Config): string[] {
   for (const [name, m] of after) {
     const p = before.get(name);
     if (!p) {
-      out.push(`mapping ${name} added (dualWrite ${m.dualWrite}, reads ${m.reads})`);
+      out.push(`mapping ${name} added (dualWrite ${m.dualWrite}, reads ${readsText(m.reads)})`);
       continue;
     }
     if (p.dualWrite !== m.dualWrite) out.push(`mapping ${name} dualWrite ${p.dualWrite} -> ${m.dualWrite}`);
-    if (p.reads !== m.reads) out.push(`mapping ${name} reads ${p.reads} -> ${m.reads}`);
+    if (readsText(p.reads) !== readsText(m.reads)) {
+      out.push(`mapping ${name} reads ${readsText(p.reads)} -> ${readsText(m.reads)}`);
+    }
     if (
       JSON.stringify([p.old, p.new, p.key, p.up, p.down]) !==
       JSON.stringify([m.old, m.new, m.key, m.up, m.down])

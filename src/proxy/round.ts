@@ -19,6 +19,11 @@ export class Round {
   private killSwitch = false;
   /** The rules apply to this session's database and there are mappings. */
   rulesApply = false;
+  /**
+   * This client session's place in a canary (reads: { new: N }): its reads are
+   * served from new when bucket < N, for the whole session (sticky).
+   */
+  readonly bucket = Math.floor(Math.random() * 100);
   readonly passthrough: Observer = {
     latency: metrics.statementLatency.labels('passthrough', ''),
     route: 'passthrough',
@@ -71,6 +76,7 @@ export class Round {
       defaultSearchPath: this.sql.defaultSearchPath,
       prepared: this.statements.sqlPrepared,
       simpleQuery,
+      bucket: this.bucket,
     });
     this.statements.planned(plan);
     for (const d of plan.ddl ?? []) metrics.ddlGuard.inc({ rule: d.rule, mode: d.mode });

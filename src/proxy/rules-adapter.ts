@@ -7,7 +7,7 @@
 // takes effect at once, even when the database is slow or overloaded, which
 // is exactly when an operator reaches for the kill switch.
 import { ConfigError } from '../config/load.ts';
-import type { Config } from '../config/schema.ts';
+import { type Config, readsNewPercent } from '../config/schema.ts';
 import { defaultPathFor } from '../rules/path-defaults.ts';
 import { Planner, parseSearchPath, roleChanges, searchPathChange } from '../rules/planner.ts';
 import { compileRules, type RuleSet } from '../rules/ruleset.ts';
@@ -31,7 +31,7 @@ function definitionKey(config: Config): string {
 function withSwitches(prev: RuleSet, config: Config): RuleSet {
   const mappings = prev.mappings.map((m, i) => {
     const mc = config.mappings[i];
-    if (mc.reads === 'new' && !m.sameTable) {
+    if (readsNewPercent(mc.reads) > 0 && !m.sameTable) {
       const missing = m.oldColumns.filter((c) => !(m.down ?? []).some((d) => d.column === c.name));
       if (missing.length > 0) {
         throw new ConfigError(

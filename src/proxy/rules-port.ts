@@ -46,6 +46,8 @@ export interface PlanContext {
   defaultSearchPath?: string[];
   /** The text is a simple Query, which may hold several statements (a Parse may not). */
   simpleQuery?: boolean;
+  /** The client session's canary bucket, 0..99 (reads: { new: N } serves new below N). */
+  bucket?: number;
   /** The session's SQL-prepared writes, by name. */
   prepared?: ReadonlyMap<string, SqlPrepared>;
 }

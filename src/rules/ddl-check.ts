@@ -4,7 +4,7 @@
 // a DO block in front of it (a simple Query, where the statement may run in a
 // transaction block) or, where nothing may go in front, a refusal of what the
 // text alone decides.
-import type { Config } from '../config/schema.ts';
+import { type Config, readsNewPercent } from '../config/schema.ts';
 import type { ParsedStatement } from '../sql/parse.ts';
 import {
   type DdlFinding,
@@ -77,7 +77,7 @@ export class DdlGuard {
     const modes = this.cfg.rules;
     // A mapping is broken by DDL while it mirrors its writes or serves reads from new.
     const live = (m: CompiledMapping) =>
-      (m.config.dualWrite !== false && !ctx.killSwitch) || m.config.reads === 'new';
+      (m.config.dualWrite !== false && !ctx.killSwitch) || readsNewPercent(m.config.reads) > 0;
     const resolve = (schema: string | undefined, name: string): MappedTable | undefined => {
       const pick = (k: string) => this.watched.get(k)?.find((w) => live(w.m));
       if (schema !== undefined) return pick(relationKey(schema, name));

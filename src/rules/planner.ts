@@ -2,6 +2,7 @@
 // plan depends on the SQL text, the session's search_path (and role, for
 // "$user"), the kill switch, onUnmirrorable and the config version; all of
 // them are in the cache key.
+import { readsNewPercent } from '../config/schema.ts';
 import { quoteIdent } from '../pg/ident.ts';
 import { lexSql } from '../sql/lex.ts';
 import {
@@ -34,7 +35,7 @@ import type {
   UnmirroredReason,
 } from './plan-types.ts';
 import { EXECUTE_HINT, preparedQueryStart } from './prepared.ts';
-import { switchRead } from './read-switch.ts';
+import { readsNew, switchRead } from './read-switch.ts';
 import { rowOrigins, type SwitchedColumns } from './row-origins.ts';
 import { type RuleSet, relationKey } from './ruleset.ts';
 import { searchPathChangeOf } from './session-settings.ts';
@@ -68,12 +69,16 @@ export class Planner {
   private readonly newNames = new Set<string>();
 
   private readonly ddl?: DdlGuard;
+  /** The percentages of mappings with a canary (reads: { new: N }, 0 < N < 100), if any. */
+  private readonly canary?: number[];
 
   constructor(
     readonly rules: RuleSet,
     opts: { cacheSize?: number; ddl?: DdlConfig } = {},
   ) {
     this.cache = new ShapePlanCache<Plan>(opts.cacheSize ?? 5000);
+    const canary = rules.mappings.map((m) => readsNewPercent(m.config.reads)).filter((p) => p > 0 && p < 100);
+    if (canary.length > 0) this.canary = canary;
     if (opts.ddl && Object.values(opts.ddl.rules).some((mode) => mode !== 'off')) {
       this.ddl = new DdlGuard(opts.ddl, rules);
     }
@@ -118,7 +123,9 @@ export class Planner {
       return { sql, rewritten: false, route: 'passthrough', mapping: '', statements: FORWARD_LIST };
     }
     // A simple Query may get statements put in front of its DDL; a Parse may not.
-    const context = `${ctx.simpleQuery ? 'Q' : 'P'}${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}\u0002${ctx.defaultSearchPath?.join('\u0001') ?? ''}`;
+    // A canary makes the plan depend on which side of it the session is.
+    const canary = this.canary ? this.canary.map((p) => ((ctx.bucket ?? 0) < p ? 'n' : 'o')).join('') : '';
+    const context = `${canary}${ctx.simpleQuery ? 'Q' : 'P'}${ctx.version}\u0001${ctx.killSwitch ? 1 : 0}\u0001${ctx.onUnmirrorable}\u0001${ctx.user}\u0001${ctx.searchPath.join('\u0001')}\u0002${ctx.defaultSearchPath?.join('\u0001') ?? ''}`;
     return this.cache.lookup(sql, context, (text) => this.planText(text, ctx));
   }
 
@@ -301,8 +308,7 @@ export class Planner {
       const switchedAt = new Map<number, SwitchedColumns>();
       for (const { ref, rt } of resolved) {
         if (ref.use === 'write') continue;
-        const edits =
-          ref.use === 'read' && rt.m.config.reads === 'new' ? switchRead(ref, rt, info, st) : undefined;
+        const edits = ref.use === 'read' && readsNew(rt.m, ctx) ? switchRead(ref, rt, info, st) : undefined;
         if (!edits) {
           note('read_old', rt.m.name);
           continue;

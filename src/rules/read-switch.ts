@@ -1,11 +1,14 @@
 // A read of an old table served from the new one: the reference is replaced
 // by a subquery that presents the old columns, aliased with the original
 // name, so the rest of the statement is untouched.
+import { readsNewPercent } from '../config/schema.ts';
 import { quoteIdent } from '../pg/ident.ts';
 import type { StatementRefs, TableRef } from '../sql/refs.ts';
 import type { Edit } from '../sql/splice.ts';
 import { indexAt, isKeyword, relationSpan, type StatementTokens } from '../sql/tokens.ts';
+import type { CompiledMapping } from './mapping.ts';
 import type { MappingRuntime } from './mapping-runtime.ts';
+import type { PlanContext } from './plan-types.ts';
 
 /**
  * The edits that make one read reference use the new table, or undefined
@@ -46,4 +49,10 @@ export function switchRead(
     edits.push({ start: st.toks[i].start, end: st.toks[i + 2].start, text: '' });
   }
   return edits;
+}
+
+/** Whether this session reads the mapping's new table: reads: new, or inside a canary's share (sticky per session). */
+export function readsNew(m: CompiledMapping, ctx: PlanContext): boolean {
+  const p = readsNewPercent(m.config.reads);
+  return p >= 100 || (p > 0 && (ctx.bucket ?? 0) < p);
 }

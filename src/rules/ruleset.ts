@@ -3,7 +3,7 @@
 // touching data. The result is what the planner, backfill and verify use.
 import pg from 'pg';
 import { ConfigError } from '../config/load.ts';
-import type { Config, MappingConfig } from '../config/schema.ts';
+import { type Config, type MappingConfig, readsNewPercent } from '../config/schema.ts';
 import { upstreamClientConfig } from '../pg/connect.ts';
 import { parseQualifiedName, quoteIdent, quoteQualified } from '../pg/ident.ts';
 import { loadParser } from '../sql/parse.ts';
@@ -176,7 +176,7 @@ async function compileMapping(client: pg.Client, m: MappingConfig): Promise<Comp
       throw new ConfigError(`${where}: down column ${d.column} does not exist in ${qualified(oldT.table)}`);
     }
   }
-  if (m.reads === 'new') {
+  if (readsNewPercent(m.reads) > 0) {
     const missing = oldColumns.filter((c) => !(down ?? []).some((d) => d.column === c.name));
     if (missing.length > 0) {
       throw new ConfigError(
