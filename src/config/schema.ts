@@ -179,6 +179,17 @@ export const mappingSchema = z
 
 const ddlMode = z.enum(['warn', 'enforce', 'off']);
 
+/** Every rule warns but one: DDL that would break a live mapping is refused. */
+const DDL_RULE_DEFAULTS = {
+  lockTimeout: 'warn',
+  createIndex: 'warn',
+  constraintNotValid: 'warn',
+  setNotNull: 'warn',
+  typeRewrite: 'warn',
+  volatileDefault: 'warn',
+  mappingBreak: 'enforce',
+} as const;
+
 /** DDL guardrails: `warn` sends a notice naming the safe alternative, `enforce` refuses with 0A000, `off` lets it be. */
 export const ddlSchema = z
   .object({
@@ -207,15 +218,7 @@ export const ddlSchema = z
           .describe('DDL that would break a mapping that mirrors or reads its tables'),
       })
       .strict()
-      .default({
-        lockTimeout: 'warn',
-        createIndex: 'warn',
-        constraintNotValid: 'warn',
-        setNotNull: 'warn',
-        typeRewrite: 'warn',
-        volatileDefault: 'warn',
-        mappingBreak: 'enforce',
-      }),
+      .default(DDL_RULE_DEFAULTS),
   })
   .strict();
 
@@ -240,18 +243,7 @@ export const configSchema = z
       .strict()
       .default({ level: 'info' }),
     fleet: fleetSchema.default({ enabled: false, pollMs: 30000, heartbeatMs: 5000, staleAfterMs: 30000 }),
-    ddl: ddlSchema.default({
-      lockTimeoutMs: 3000,
-      rules: {
-        lockTimeout: 'warn',
-        createIndex: 'warn',
-        constraintNotValid: 'warn',
-        setNotNull: 'warn',
-        typeRewrite: 'warn',
-        volatileDefault: 'warn',
-        mappingBreak: 'enforce',
-      },
-    }),
+    ddl: ddlSchema.default({ lockTimeoutMs: 3000, rules: DDL_RULE_DEFAULTS }),
     mappings: z.array(mappingSchema).default([]),
   })
   .strict()

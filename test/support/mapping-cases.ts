@@ -76,7 +76,7 @@ export function workloadContext(random: () => number, keys: { next: number }): W
 }
 
 /** Picks one generator by weight. */
-function weighted(ctx: WorkloadContext, choices: [number, () => Stmt][]): Stmt {
+export function weighted(ctx: WorkloadContext, choices: [number, () => Stmt][]): Stmt {
   const total = choices.reduce((s, [w]) => s + w, 0);
   let r = ctx.random() * total;
   for (const [w, f] of choices) {

@@ -12,6 +12,7 @@ import {
   splitMergeCase,
   typeChangeCase,
   type WorkloadContext,
+  weighted,
 } from './mapping-cases.ts';
 
 export interface RolloutCase {
@@ -23,16 +24,6 @@ export interface RolloutCase {
   /** The old and the new table's keys, listed in the same order and form (for the "no row vanishes" check). */
   keysOld: string;
   keysNew: string;
-}
-
-function weighted(ctx: WorkloadContext, choices: [number, () => Stmt][]): Stmt {
-  const total = choices.reduce((s, [w]) => s + w, 0);
-  let r = ctx.random() * total;
-  for (const [w, f] of choices) {
-    r -= w;
-    if (r < 0) return f();
-  }
-  return choices[choices.length - 1][1]();
 }
 
 export const renameRollout: RolloutCase = {
