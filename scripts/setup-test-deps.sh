@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# What the client tests need besides Node (test/integration/clients-psycopg and
-# clients-pgjdbc): Python 3 with psycopg 3, and a JDK with pgjdbc. Installs only
-# what is missing (Debian/Ubuntu: apt-get; psycopg from pip, else Debian's
-# python3-psycopg), so it is quick when everything is there. `npm test` runs it.
-# A missing client is never skipped: this script, or the test, fails saying what to install.
+# What the tests need besides Node: for the client tests
+# (test/integration/clients-psycopg and clients-pgjdbc) Python 3 with psycopg 3
+# and a JDK with pgjdbc; for the alerting rules (test/unit/deploy-prometheus)
+# promtool, from Debian's prometheus package. Installs only what is missing
+# (Debian/Ubuntu: apt-get; psycopg from pip, else Debian's python3-psycopg), so
+# it is quick when everything is there. `npm test` runs it.
+# A missing dependency is never skipped: this script, or the test, fails saying what to install.
 set -euo pipefail
 
 JAR=${SWITCHYARD_PGJDBC_JAR:-/usr/share/java/postgresql.jar}
@@ -38,6 +40,9 @@ missing=()
 { command -v java >/dev/null && command -v javac >/dev/null; } || missing+=(default-jdk-headless)
 [ -f "$JAR" ] || missing+=(libpostgresql-jdbc-java)
 command -v "$PY" >/dev/null || missing+=(python3 python3-pip)
+# The package also installs a Prometheus server unit (started where systemd
+# runs); the tests use only its promtool.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 if ! has_psycopg "$PY"; then
@@ -55,4 +60,5 @@ if ! has_psycopg "$PY" && ! has_psycopg /usr/bin/python3; then
 fi
 [ -f "$JAR" ] || { echo "setup-test-deps: pgjdbc not found at $JAR" >&2; exit 1; }
 command -v javac >/dev/null || { echo "setup-test-deps: javac (a JDK) not found" >&2; exit 1; }
-echo "setup-test-deps: psycopg 3, pgjdbc and a JDK are there"
+command -v promtool >/dev/null || { echo "setup-test-deps: promtool not found (Debian package prometheus)" >&2; exit 1; }
+echo "setup-test-deps: psycopg 3, pgjdbc, a JDK and promtool are there"

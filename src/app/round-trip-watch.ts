@@ -44,7 +44,12 @@ export class RoundTripWatch {
   private refresh(): void {
     const snap = this.store.current;
     for (const m of snap.rules.ruleset?.mappings ?? []) {
-      if (m.config.dualWrite !== 'both' || !(m.reverse || m.sameTable)) continue;
+      if (m.config.dualWrite !== 'both' || !(m.reverse || m.sameTable)) {
+        // Nothing is mirrored back any more: no lossy round trip to report (a later flip checks again).
+        this.results.delete(m.name);
+        for (const side of ['old', 'new'] as const) metrics.roundTripLossy.remove({ mapping: m.name, side });
+        continue;
+      }
       // The same definition is checked once; a switch flip does not start another check.
       const key = JSON.stringify([m.old, m.new, m.key, m.up, m.down, m.reverse?.key]);
       if (this.results.get(m.name)?.key === key) continue;

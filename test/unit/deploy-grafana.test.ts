@@ -1,5 +1,6 @@
-// The Grafana dashboard: valid JSON, sane layout, and every switchyard_* name
-// in its queries exists in the metrics registry.
+// The Grafana dashboard: valid JSON, sane layout, every switchyard_* name in
+// its queries exists in the metrics registry, and every metric of the registry
+// has a panel (a new metric needs one).
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { registry } from '../../src/metrics.ts';
@@ -76,9 +77,30 @@ describe('deploy/grafana/switchyard.json', () => {
       'switchyard_backfill_replica_lag_seconds',
       'switchyard_backfill_throttled_seconds_total',
       'switchyard_verify_drift_rows_total',
+      'switchyard_mirrored_statement_errors_total',
+      'switchyard_mapping_round_trip_lossy_columns',
+      'switchyard_fleet_version',
+      'switchyard_fleet_mapping_version',
+      'switchyard_fleet_control_connected',
+      'switchyard_fleet_control_errors_total',
+      'switchyard_fleet_last_sync_timestamp_seconds',
     ]) {
       expect(text, needle).toContain(needle);
     }
+  });
+
+  it('has a panel for every metric of the registry', async () => {
+    const text = allExpressions().join('\n');
+    const missing = (await registry.getMetricsAsJSON())
+      .map((m) => m.name)
+      .filter((n) => !new RegExp(`\\b${n}(?:_bucket|_sum|_count)?(?![a-z0-9_])`).test(text));
+    expect(missing).toEqual([]);
+  });
+
+  it('fleet panels show, per mapping, the lowest and highest control version across the sidecars', () => {
+    const text = allExpressions().join('\n');
+    expect(text).toContain('min by (mapping) (switchyard_fleet_mapping_version');
+    expect(text).toContain('max by (mapping) (switchyard_fleet_mapping_version');
   });
 
   it('latency panels group by route', () => {

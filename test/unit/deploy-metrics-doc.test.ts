@@ -46,11 +46,9 @@ describe('docs/metrics.md', () => {
     expect([...documentedRows().keys()].filter((n) => !names.has(n))).toEqual([]);
   });
 
-  it('suggests alerts on mirrored write latency and errors, mirror failures and reload errors', () => {
-    const alerts = doc.slice(doc.indexOf('## Suggested alerts'));
-    expect(alerts).toContain('switchyard_statement_duration_seconds_bucket{route="mirrored_write"}');
-    expect(alerts).toContain('switchyard_statement_errors_total{route="mirrored_write"}');
-    expect(alerts).toContain('switchyard_mirror_failures_total');
-    expect(alerts).toContain('switchyard_config_reloads_total{result="error"}');
+  it('points to the alerting rules that ship, and their page', () => {
+    const alerts = doc.slice(doc.indexOf('## Alerts'));
+    expect(alerts).toContain('`deploy/prometheus/alerts.yaml`');
+    expect(alerts).toContain('[alerts.md](alerts.md)');
   });
 });
