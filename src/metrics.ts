@@ -113,6 +113,18 @@ export const metrics = {
     labelNames: ['rule', 'mode'] as const,
     registers: [registry],
   }),
+  shadowReads: new Counter({
+    name: 'switchyard_shadow_reads_total',
+    help: 'Sampled reads served from old and run again switched to new, off the client path, by outcome (match, mismatch, error, skipped)',
+    labelNames: ['mapping', 'result'] as const,
+    registers: [registry],
+  }),
+  shadowReadMismatches: new Counter({
+    name: 'switchyard_shadow_read_mismatches_total',
+    help: 'Shadow reads whose switched result differed from the one served from old, twice (the second time in a fresh snapshot)',
+    labelNames: ['mapping'] as const,
+    registers: [registry],
+  }),
   roundTripLossy: new Gauge({
     name: 'switchyard_mapping_round_trip_lossy_columns',
     help: 'Columns that do not survive a round trip through the other table (side old: down(up(old)) = old fails; side new: up(down(new)) = new fails), found by the check the proxy runs for dualWrite: both',

@@ -7,6 +7,7 @@ import { ConfigStore } from '../config/store.ts';
 import { type Reloader, watchConfig } from '../config/watch.ts';
 import type { ControlFollower } from '../fleet/follower.ts';
 import { type FleetOptions, followFleet } from '../fleet/sidecar.ts';
+import { upstreamClientConfig } from '../pg/connect.ts';
 import { type CompiledRules, rulesCompiler } from '../proxy/rules-adapter.ts';
 import { type ListenAddress, ProxyServer } from '../proxy/server.ts';
 import { BUN_SOCKETS, bunSockets } from '../transport/bun.ts';
@@ -14,6 +15,7 @@ import { NODE_SOCKETS } from '../transport/net.ts';
 import { clientTls, upstreamTls } from '../transport/tls.ts';
 import type { SocketLayer } from '../transport/transport.ts';
 import { RoundTripWatch } from './round-trip-watch.ts';
+import { ShadowReads } from './shadow-reads.ts';
 
 export interface RuntimeOptions {
   loaded: LoadedConfig;
@@ -36,6 +38,8 @@ export interface Runtime {
   reloader?: Reloader;
   /** The control connection, when the config's fleet.enabled. */
   fleet?: ControlFollower;
+  /** Shadow reads of mappings with shadowReads. */
+  shadow: ShadowReads;
   startedAt: Date;
   /** Graceful: drain sessions up to the timeout (or until `abort` resolves), then stop everything. */
   shutdown(drainTimeoutMs?: number, abort?: Promise<void>): Promise<void>;
@@ -57,7 +61,9 @@ function socketLayer(clientTls: boolean, upstreamTls: boolean): SocketLayer {
 
 export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const { logger } = opts;
-  const store = await ConfigStore.create(opts.loaded, rulesCompiler());
+  // Shadow reads connect with the config's own credentials, like the catalog check.
+  const shadow = new ShadowReads(() => upstreamClientConfig(store.current.config), logger);
+  const store: Runtime['store'] = await ConfigStore.create(opts.loaded, rulesCompiler(shadow));
   const config = store.current.config;
   const fleet = config.fleet.enabled ? followFleet(store, config, logger, opts.fleet) : undefined;
   // Start under the fleet's switches, not the file's: a pod started after a
@@ -65,9 +71,10 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   // control table starts it under the file's, and says so.
   await fleet?.firstAttempt;
   try {
-    return await serve(opts, store, fleet);
+    return await serve(opts, store, fleet, shadow);
   } catch (e) {
     await fleet?.close();
+    await shadow.close();
     throw e;
   }
 }
@@ -76,6 +83,7 @@ async function serve(
   opts: RuntimeOptions,
   store: Runtime['store'],
   fleet: ControlFollower | undefined,
+  shadow: ShadowReads,
 ): Promise<Runtime> {
   const { logger } = opts;
   const config = store.current.config;
@@ -116,6 +124,7 @@ async function serve(
     admin,
     reloader,
     fleet,
+    shadow,
     startedAt,
     shutdown(drainTimeoutMs = 0, abort?: Promise<void>) {
       stopping ??= (async () => {
@@ -125,6 +134,7 @@ async function serve(
         await proxy.close();
         await admin?.close();
         await fleet?.close();
+        await shadow.close();
       })();
       return stopping;
     },

@@ -62,6 +62,9 @@ const EXPECTED: Record<string, string> = {
   'mappings.*.oldKey.*': 'a column name',
   'mappings.*.reads': 'old, new, or { new: N } with N a percent of client sessions',
   'mappings.*.reads.new': 'a whole number from 0 to 100 (percent of client sessions)',
+  'mappings.*.shadowReads': 'a mapping with sample (0 to 1) and maxConcurrent',
+  'mappings.*.shadowReads.sample': 'a share of reads from 0 to 1, such as 0.01',
+  'mappings.*.shadowReads.maxConcurrent': 'a whole number above 0',
   'mappings.*.up': 'a mapping of each new column to an SQL expression over the old row, such as { id: id }',
   'mappings.*.up.*': 'an SQL expression, as a string',
   'mappings.*.down': 'a mapping of each old column to an SQL expression over the new row, such as { id: id }',
@@ -149,6 +152,7 @@ function problem(issue: Issue, raw: unknown): string {
       return line(where, key, `expected ${want}, got ${describe(got)}`);
     }
     case 'invalid_value':
+    case 'invalid_union':
       return line(where, key, `expected ${want}, got ${describe(got)}`);
     case 'too_small':
     case 'too_big': {

@@ -140,6 +140,23 @@ export const mappingSchema = z
       .describe(
         'Which table serves reads of old: old, new, or { new: N } for N percent of client sessions (canary)',
       ),
+    shadowReads: z
+      .object({
+        sample: z
+          .number()
+          .min(0)
+          .max(1)
+          .describe('Share of reads served from old that are also run against new'),
+        maxConcurrent: z
+          .number()
+          .int()
+          .positive()
+          .default(2)
+          .describe('Shadow reads running at once; a sampled read beyond that is skipped'),
+      })
+      .strict()
+      .optional()
+      .describe('Compare reads served from old with the same read switched to new, off the client path'),
     up: exprMap.describe('new column -> SQL expression over the old row'),
     down: exprMap
       .optional()
@@ -147,6 +164,13 @@ export const mappingSchema = z
   })
   .strict()
   .superRefine((m, ctx) => {
+    if (m.shadowReads && !m.down) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [],
+        message: 'missing required key down: shadowReads runs reads against the new table through down',
+      });
+    }
     if (readsNewPercent(m.reads) > 0 && !m.down) {
       ctx.addIssue({
         code: 'custom',

@@ -142,6 +142,7 @@ export class ClientMessages implements FrameSink {
     const sql = readQuery(msg);
     const closes = DEALLOCATE_HINT.test(sql) ? this.deallocate(sql) : NONE;
     const plan = round.plan(sql, true);
+    round.shadow(sql, plan);
     round.follow(sql);
     const observer = round.observerFor(plan);
     metrics.statements.inc({ route: observer.route, mapping: observer.mapping });

@@ -95,6 +95,21 @@ export class Round {
     return plan;
   }
 
+  /** A simple-Query read served from old: offered for a shadow read against new (sampled, off the client's path). */
+  shadow(sql: string, plan: Plan | undefined): void {
+    const shadow = this.snap.rules.session.shadow;
+    if (!plan || !shadow || plan.route !== 'read_old') return;
+    shadow(sql, plan, {
+      searchPath: this.sql.searchPath,
+      user: this.sql.role,
+      killSwitch: this.killSwitch,
+      onUnmirrorable: this.snap.config.onUnmirrorable,
+      version: this.snap.version,
+      defaultSearchPath: this.sql.defaultSearchPath,
+      bucket: this.bucket,
+    });
+  }
+
   /** Follows what a statement does to the session's SQL state (only where rules apply). */
   follow(sql: string): void {
     if (this.rulesApply) this.sql.follow(sql, this.snap.rules.session);

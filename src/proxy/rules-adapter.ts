@@ -12,7 +12,7 @@ import { defaultPathFor } from '../rules/path-defaults.ts';
 import { Planner, parseSearchPath, roleChanges, searchPathChange } from '../rules/planner.ts';
 import { compileRules, type RuleSet } from '../rules/ruleset.ts';
 import { registerMirrorTargets } from './mirror-errors.ts';
-import { NO_RULES, type SessionRules } from './rules-port.ts';
+import { NO_RULES, type SessionRules, type ShadowSink } from './rules-port.ts';
 
 export interface CompiledRules {
   session: SessionRules;
@@ -44,7 +44,37 @@ function withSwitches(prev: RuleSet, config: Config): RuleSet {
   return { ...prev, mappings };
 }
 
-function sessionRules(ruleset: RuleSet, config: Config): CompiledRules {
+/**
+ * Shadow reads: a sampled simple-Query read that the session served from old
+ * is planned again with the mapping's reads switched to new, and both texts
+ * go to the sink, which runs them on a connection of its own.
+ */
+function shadowReads(ruleset: RuleSet, sink: ShadowSink | undefined): SessionRules['shadow'] {
+  const shadowed = ruleset.mappings.filter((m) => m.config.shadowReads && m.config.shadowReads.sample > 0);
+  if (!sink || shadowed.length === 0) return undefined;
+  const switched = new Planner({
+    ...ruleset,
+    mappings: ruleset.mappings.map((m) =>
+      m.config.shadowReads ? { ...m, config: { ...m.config, reads: 'new' } } : m,
+    ),
+  });
+  const byName = new Map(shadowed.map((m) => [m.name, m.config.shadowReads!]));
+  return (sql, plan, ctx) => {
+    const s = plan.route === 'read_old' ? byName.get(plan.mapping) : undefined;
+    if (!s || plan.statements.length !== 1 || Math.random() >= s.sample) return;
+    const sw = switched.plan(sql, { ...ctx, simpleQuery: true, prepared: undefined });
+    if (sw.route !== 'read_new' || sw.statements.length !== 1 || !sw.rewritten) return;
+    sink.offer({
+      mapping: plan.mapping,
+      oldSql: sql,
+      newSql: sw.sql,
+      searchPath: ctx.searchPath,
+      maxConcurrent: s.maxConcurrent,
+    });
+  };
+}
+
+function sessionRules(ruleset: RuleSet, config: Config, sink?: ShadowSink): CompiledRules {
   // No mappings: a transparent proxy, DDL guardrails included (they guard the migrations it serves).
   if (ruleset.mappings.length === 0) return { session: NO_RULES, ruleset };
   const planner = new Planner(ruleset, { ddl: config.ddl });
@@ -59,6 +89,7 @@ function sessionRules(ruleset: RuleSet, config: Config): CompiledRules {
       const d = defaultPathFor(ruleset.searchPathDefaults, role);
       return d === undefined ? undefined : parseSearchPath(d);
     },
+    shadow: shadowReads(ruleset, sink),
   };
   registerMirrorTargets(
     session,
@@ -68,7 +99,7 @@ function sessionRules(ruleset: RuleSet, config: Config): CompiledRules {
 }
 
 /** A compile function for one config store; it remembers the last catalog check it made. */
-export function rulesCompiler(): (config: Config) => Promise<CompiledRules> {
+export function rulesCompiler(sink?: ShadowSink): (config: Config) => Promise<CompiledRules> {
   let last: { key: string; ruleset: RuleSet } | undefined;
   return async (config) => {
     const key = definitionKey(config);
@@ -80,11 +111,11 @@ export function rulesCompiler(): (config: Config) => Promise<CompiledRules> {
           m.dualWrite !== 'both' || rs.mappings[i]?.reverse !== undefined || rs.mappings[i]?.sameTable,
       );
     if (last && last.key === key && reverseReady(last.ruleset)) {
-      return sessionRules(withSwitches(last.ruleset, config), config);
+      return sessionRules(withSwitches(last.ruleset, config), config, sink);
     }
     const ruleset = await compileRules(config);
     last = { key, ruleset };
-    return sessionRules(ruleset, config);
+    return sessionRules(ruleset, config, sink);
   };
 }
 

@@ -64,6 +64,23 @@ export interface SessionRules {
   /** The search_path a session of this role starts with when its startup packet sets none. */
   defaultSearchPath?(role: string): string[] | undefined;
   parseSearchPath(text: string): string[];
+  /** A simple-Query read served from old: maybe sample it for a shadow read against new. */
+  shadow?(sql: string, plan: Plan, ctx: PlanContext): void;
+}
+
+/** A read to run again against the new table, off the client's path (see app/shadow-reads.ts). */
+export interface ShadowJob {
+  mapping: string;
+  /** The client's text, which read old. */
+  oldSql: string;
+  /** The same text with the mapping's reads switched to new. */
+  newSql: string;
+  searchPath: string[];
+  maxConcurrent: number;
+}
+
+export interface ShadowSink {
+  offer(job: ShadowJob): void;
 }
 
 export const NO_RULES: SessionRules = {

@@ -216,7 +216,7 @@ describe('errors in the words of the config file', () => {
       'limits.maxClientConnections: expected a positive whole number, got -5',
     );
     expect(errorOf(withMapping((m) => m.replace('key: [id]', 'key: [id]\n    reads: newer')))).toBe(
-      'mapping users-full-name: reads: expected old or new, got the string "newer"',
+      'mapping users-full-name: reads: expected old, new, or { new: N } with N a percent of client sessions, got the string "newer"',
     );
   });
 

@@ -252,8 +252,8 @@ describe('docs/alerts.md', () => {
     expect(doc).toContain('switchyard switch --config switchyard.yaml --kill-switch on --reason');
   });
 
-  it('keeps a place for shadow-read mismatches, with no rule on a metric that does not exist yet', () => {
-    expect(doc).toContain('switchyard_shadow_read_mismatches_total');
-    expect(alertsText).not.toContain('shadow');
+  it('alerts on shadow-read mismatches, a metric the proxy exports', () => {
+    expect(doc).toContain('SwitchyardShadowReadMismatch');
+    expect(alertsText).toContain('switchyard_shadow_read_mismatches_total');
   });
 });
