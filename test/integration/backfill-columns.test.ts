@@ -123,6 +123,11 @@ describe('backfill of a column migration', () => {
     const again = await runCli(cli());
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('was already complete');
+
+    const verify = await runCli(['verify', '--config', fx.configPath, '--mapping', MAPPING]);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+    expect(verify.stdout).toContain(`${ROWS} rows in`);
+    expect(verify.stdout).toContain('no drift: new columns match up(row)');
   });
 
   it('resumes exactly after SIGKILL after the first checkpoint', { timeout: 180_000 }, async () => {
@@ -247,5 +252,7 @@ describe('backfill of a column migration', () => {
     }
     expect(errors).toEqual([]);
     expect(await columnsOutOfStep(q)).toBe(0);
+    const verify = await runCli(['verify', '--config', fx.configPath, '--mapping', MAPPING]);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   });
 });
