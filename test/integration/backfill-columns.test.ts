@@ -173,6 +173,55 @@ describe('backfill of a column migration', () => {
     expect(await columnsOutOfStep(q)).toBe(0);
   });
 
+  it('fills a row changed while its batch waits for it from its latest version, and skips it when the proxy filled it', {
+    timeout: 120_000,
+  }, async () => {
+    await resetAll();
+    const proxy = await startProxy(db, mappingConfig([COLUMNS_DEFINITION]));
+    // Both rows are out of step: 4001 in both columns, 4006 in price_cents only. One writer bypasses
+    // the proxy, so its row stays out of step with a new first_name; the other sets price through the
+    // proxy, which recomputes price_cents and so puts its row in step.
+    const direct = new pg.Client({ connectionString: db.url });
+    const viaProxy = new pg.Client({ connectionString: proxy.url() });
+    await direct.connect();
+    await viaProxy.connect();
+    try {
+      await direct.query('BEGIN');
+      await direct.query(`UPDATE users SET first_name = 'Later' WHERE id = 4001`);
+      await viaProxy.query('BEGIN');
+      await viaProxy.query(`UPDATE users SET price = 5 WHERE id = 4006`);
+      const opts = { ...DEFAULT_OPTIONS, maxLagMs: 0, lockTimeoutMs: 60_000 };
+      const run = new Backfill(fx.mappings.get(MAPPING)!, fx.clientConfig, opts, silentLogger).run();
+      for (;;) {
+        const w = await db.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchyard-backfill' AND wait_event_type = 'Lock'`,
+        );
+        if (w.rows[0].n > 0) break;
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      await direct.query('COMMIT');
+      await viaProxy.query('COMMIT');
+      const stats = await run;
+      expect(stats.outcome).toBe('done');
+      // Row 4006 was in step when the batch re-read it: not rewritten.
+      expect(stats.rowsInserted).toBe(DIFFERING - 1);
+      const rows = await db.query(
+        `SELECT id, full_name, price_cents::int AS cents FROM users WHERE id IN (4001, 4006) ORDER BY id`,
+      );
+      expect(rows.rows).toEqual([
+        { id: 4001, full_name: 'Later last4001', cents: 4001 },
+        { id: 4006, full_name: 'first4006 last4006', cents: 500 },
+      ]);
+      expect(await columnsOutOfStep(q)).toBe(0);
+    } finally {
+      await direct.query('ROLLBACK').catch(() => {});
+      await viaProxy.query('ROLLBACK').catch(() => {});
+      await direct.end();
+      await viaProxy.end();
+      await proxy.close();
+    }
+  });
+
   it('keeps step with concurrent writes through the proxy: 0 rows out of step', {
     timeout: 180_000,
   }, async () => {
