@@ -3,8 +3,10 @@
 //   sy_upper  the key of the limit-th old row after the cursor (an index-only
 //             read with OFFSET), or the chunk's end when fewer rows are left:
 //             it fixes the batch's key range (cursor, upper];
-//   sy_ins    inserts up(row) for the old rows of that range into new, except
-//             those whose key new already has;
+//   sy_write  inserts up(row) for the old rows of that range into new, except
+//             those whose key new already has; for a column migration inside
+//             one table, sets the new columns of the range's rows that are
+//             not up(row) yet (columns-sql.ts);
 //   sy_ckpt   moves the chunk's cursor to upper, so the checkpoint commits
 //             with exactly the rows it describes.
 //
@@ -20,12 +22,15 @@
 // while a batch copies them are handled by settling the chunk (settle.ts). The
 // copy takes no row locks on old: the application never waits for the
 // backfill there. See docs/backfill-and-verify.md for the races and why this
-// order is safe.
+// order is safe. A column migration's UPDATE needs none of this: Postgres
+// re-reads a row changed concurrently before updating it, so it never writes
+// up() of a stale version, and it never meets a key the dual-write inserted.
 import type pg from 'pg';
 import { quoteIdent } from '../pg/ident.ts';
 import { type KeyColumn, keyList, keyRange, keyRow, keyText, type Side } from '../pg/keys.ts';
+import { fillColumnsSql } from '../rules/columns-sql.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
-import { qualified, upSelect, upsertSql } from '../rules/rowsql.ts';
+import { OLD_ROW_ALIAS, qualified, upSelect, upsertSql } from '../rules/rowsql.ts';
 import { SCHEMA } from './checkpoint.ts';
 
 export interface BatchStatements {
@@ -33,9 +38,12 @@ export interface BatchStatements {
   copyFrom: string;
   /** [hi, limit, mapping, chunk_no]: the same from the start of the key space. */
   copyStart: string;
-  /** The same two, with ON CONFLICT DO NOTHING: after a unique violation of the fast form. */
-  copyFromOnConflict: string;
-  copyStartOnConflict: string;
+  /**
+   * The same two, with ON CONFLICT DO NOTHING: after a unique violation of the
+   * fast form. Absent for a column migration, whose UPDATE inserts no key.
+   */
+  copyFromOnConflict?: string;
+  copyStartOnConflict?: string;
 }
 
 /** The key of old cast to new's key types: what the insert would store in new's key. */
@@ -62,15 +70,21 @@ export function batchStatements(m: CompiledMapping, keys: KeyColumn[]): BatchSta
     const upper = `(SELECT k FROM sy_upper)`;
     const lower = lo !== undefined ? `${keyRange(keys, 'old', lo, undefined, 'sy_src')} AND ` : '';
     const newLower = lo !== undefined ? `${keyRange(keys, 'new', lo, undefined, 'sy_n')} AND ` : '';
-    const source = `SELECT sy_src.* FROM ${old} AS sy_src
+    const write = () => {
+      if (m.sameTable) {
+        const own = lo !== undefined ? `${keyRange(keys, 'old', lo, undefined, OLD_ROW_ALIAS)} AND ` : '';
+        return fillColumnsSql(m, `${own}${keyAtMost(keys, 'old', OLD_ROW_ALIAS, upper)}`);
+      }
+      const source = `SELECT sy_src.* FROM ${old} AS sy_src
         WHERE ${lower}${keyAtMost(keys, 'old', 'sy_src', upper)}
           AND NOT EXISTS (SELECT 1 FROM ${neu} AS sy_n
                            WHERE ${keyRow(keys, 'new', 'sy_n')} = ${oldKeyAsNew(keys, 'sy_src')}
                              AND ${newLower}${keyAtMost(keys, 'new', 'sy_n', upper)})`;
-    const cols = m.up.map((u) => quoteIdent(u.column)).join(', ');
-    const insert = onConflict
-      ? upsertSql(m, source, 'nothing')
-      : `INSERT INTO ${neu} (${cols}) ${upSelect(m, source)}`;
+      const cols = m.up.map((u) => quoteIdent(u.column)).join(', ');
+      return onConflict
+        ? upsertSql(m, source, 'nothing')
+        : `INSERT INTO ${neu} (${cols}) ${upSelect(m, source)}`;
+    };
     return `WITH sy_bound AS MATERIALIZED (
        SELECT (SELECT ${keyText(keys, 'old')} FROM ${old}
                 WHERE ${keyRange(keys, 'old', lo, hi)}
@@ -81,26 +95,23 @@ export function batchStatements(m: CompiledMapping, keys: KeyColumn[]): BatchSta
               CASE WHEN k IS NOT NULL THEN ${limit}::int
                    ELSE (SELECT count(*) FROM ${old} WHERE ${keyRange(keys, 'old', lo, hi)})::int END AS scanned
          FROM sy_bound
-     ), sy_ins AS (
-       ${insert} RETURNING 1
+     ), sy_write AS (
+       ${write()} RETURNING 1
      ), sy_ckpt AS (
        UPDATE ${SCHEMA}.backfill_chunks
           SET cursor = ${upper},
               rows_scanned = rows_scanned + (SELECT scanned FROM sy_upper),
-              rows_inserted = rows_inserted + (SELECT count(*) FROM sy_ins),
+              rows_inserted = rows_inserted + (SELECT count(*) FROM sy_write),
               batches = batches + 1, updated_at = now()
         WHERE mapping = $${p + 3} AND chunk_no = $${p + 4} AND owner_pid = pg_backend_pid()
        RETURNING 1
      )
      SELECT ${upper} AS upper, (SELECT is_full FROM sy_upper) AS full, (SELECT scanned FROM sy_upper) AS scanned,
-            (SELECT count(*) FROM sy_ins)::int AS inserted, (SELECT count(*) FROM sy_ckpt)::int AS checkpointed`;
+            (SELECT count(*) FROM sy_write)::int AS inserted, (SELECT count(*) FROM sy_ckpt)::int AS checkpointed`;
   };
-  return {
-    copyFrom: build(true, false),
-    copyStart: build(false, false),
-    copyFromOnConflict: build(true, true),
-    copyStartOnConflict: build(false, true),
-  };
+  const fast = { copyFrom: build(true, false), copyStart: build(false, false) };
+  if (m.sameTable) return fast;
+  return { ...fast, copyFromOnConflict: build(true, true), copyStartOnConflict: build(false, true) };
 }
 
 export interface CopyResult {
@@ -128,9 +139,11 @@ export async function copyBatch(
   chunkNo: number,
 ): Promise<CopyResult> {
   const run = async (onConflict: boolean) => {
+    const from = (onConflict ? s.copyFromOnConflict : undefined) ?? s.copyFrom;
+    const start = (onConflict ? s.copyStartOnConflict : undefined) ?? s.copyStart;
     const r = lo
-      ? await c.query(onConflict ? s.copyFromOnConflict : s.copyFrom, [lo, hi, limit, mapping, chunkNo])
-      : await c.query(onConflict ? s.copyStartOnConflict : s.copyStart, [hi, limit, mapping, chunkNo]);
+      ? await c.query(from, [lo, hi, limit, mapping, chunkNo])
+      : await c.query(start, [hi, limit, mapping, chunkNo]);
     return { ...r.rows[0], conflicted: onConflict } as CopyResult;
   };
   try {
@@ -138,6 +151,7 @@ export async function copyBatch(
   } catch (e) {
     // A conflict on another unique index of new fails again in the ON CONFLICT (key) form, as before.
     if ((e as { code?: string; constraint?: string }).code !== UNIQUE_VIOLATION) throw e;
+    if (!s.copyFromOnConflict) throw e;
     return await run(true);
   }
 }

@@ -160,6 +160,21 @@ export async function markCopied(c: pg.Client, mapping: string, chunkNo: number)
   return r.rows[0].copied_at;
 }
 
+/**
+ * Records that the whole range is copied and done at once: for a column
+ * migration, whose batches leave nothing for a settle step to sweep.
+ */
+export async function markDone(c: pg.Client, mapping: string, chunkNo: number): Promise<void> {
+  const r = await c.query(
+    `UPDATE ${SCHEMA}.backfill_chunks
+        SET cursor = hi, copied_at = clock_timestamp(), done = true, owner = NULL, owner_pid = NULL,
+            owner_started = NULL, updated_at = now()
+      WHERE mapping = $1 AND chunk_no = $2 AND owner_pid = pg_backend_pid()`,
+    [mapping, chunkNo],
+  );
+  if (r.rowCount !== 1) throw new Error(`backfill lost ownership of chunk ${chunkNo} of ${mapping}`);
+}
+
 export interface OlderTransaction {
   pid: number;
   application_name: string;

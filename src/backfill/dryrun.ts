@@ -15,7 +15,11 @@ export async function dryRunPlan(c: pg.Client, m: CompiledMapping, opts: Backfil
   const lines: string[] = [];
   const fmt = (k: string[] | null) => (k ? (k.length === 1 ? k[0] : `(${k.join(', ')})`) : '-');
   lines.push(`backfill plan for mapping ${m.name} (dry run: nothing written)`);
-  lines.push(`  copy:        ${qualified(m.old)} -> ${qualified(m.new)}`);
+  lines.push(
+    m.sameTable
+      ? `  fill:        ${m.up.map((u) => u.column).join(', ')} of ${qualified(m.new)} where they differ from up(row)`
+      : `  copy:        ${qualified(m.old)} -> ${qualified(m.new)}`,
+  );
   lines.push(
     `  walk key:    ${keys.map((k) => `${k.oldColumn} -> ${k.newColumn}`).join(', ')} (keyset pagination on old)`,
   );
@@ -54,7 +58,9 @@ export async function dryRunPlan(c: pg.Client, m: CompiledMapping, opts: Backfil
   const s = batchStatements(m, keys);
   lines.push('  batch statement:');
   for (const l of s.copyFrom.split('\n')) lines.push(`    ${l.trim()}`);
-  lines.push('  after a unique violation (a key the dual-write inserted meanwhile), the same batch as:');
-  for (const l of s.copyFromOnConflict.split('\n')) lines.push(`    ${l.trim()}`);
+  if (s.copyFromOnConflict) {
+    lines.push('  after a unique violation (a key the dual-write inserted meanwhile), the same batch as:');
+    for (const l of s.copyFromOnConflict.split('\n')) lines.push(`    ${l.trim()}`);
+  }
   return `${lines.join('\n')}\n`;
 }

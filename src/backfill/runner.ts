@@ -17,6 +17,7 @@ import {
   ensureSchema,
   finishRunIfDone,
   markCopied,
+  markDone,
   olderTransactions,
   readRun,
   runTotals,
@@ -265,18 +266,19 @@ export class Backfill {
     const cfg = { ...this.clientConfig, application_name: 'switchyard-backfill' };
     // The settle sweep of a copied chunk runs on a second connection while the
     // worker copies the next chunk: it reads both key ranges again (about a
-    // quarter of the copy's time), which would otherwise stall the copy.
+    // quarter of the copy's time), which would otherwise stall the copy. A
+    // column migration leaves nothing to settle, so it settles nothing.
     const [opened, openedSettler] = await Promise.allSettled([
       connect(cfg, settings),
-      connect(cfg, settings),
+      this.m.sameTable ? undefined : connect(cfg, settings),
     ]);
     if (opened.status === 'rejected' || openedSettler.status === 'rejected') {
       for (const o of [opened, openedSettler])
-        if (o.status === 'fulfilled') await o.value.end().catch(() => {});
+        if (o.status === 'fulfilled') await o.value?.end().catch(() => {});
       throw opened.status === 'rejected' ? opened.reason : (openedSettler as PromiseRejectedResult).reason;
     }
     const c = opened.value;
-    const settler = openedSettler.value;
+    const settler = openedSettler.value ?? c;
     const ownerPid: number = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
     const log = this.log.child({ mapping: this.m.name, worker: n });
     const sizer = new BatchSizer(this.opts.batchSize, this.opts.targetBatchMs);
@@ -305,6 +307,12 @@ export class Backfill {
           { chunk: chunk.chunkNo, lo: chunk.lo, hi: chunk.hi, cursor: chunk.cursor },
           'chunk claimed',
         );
+        if (this.m.sameTable) {
+          if (!(await this.copyChunk(c, s, chunk, sizer, throttle, log))) return;
+          await this.retrying(log, sizer, () => markDone(c, this.m.name, chunk.chunkNo));
+          this.stats.chunks++;
+          continue;
+        }
         let copiedAt: Date | null = chunk.copiedAt;
         if (!copiedAt) {
           if (!(await this.copyChunk(c, s, chunk, sizer, throttle, log))) return;
@@ -317,7 +325,7 @@ export class Backfill {
       await this.settleReady(settler, keys, pending, sizer, log, true, ownerPid);
     } finally {
       await settling;
-      await settler.end().catch(() => {});
+      if (settler !== c) await settler.end().catch(() => {});
       await c.end().catch(() => {});
     }
   }

@@ -14,7 +14,8 @@ import { parseCommandArgs } from './args.ts';
 const USAGE = `Usage: switchyard backfill --config FILE --mapping NAME [options]
 
 Copies every old row that existed when the run started into the new table,
-through the mapping's up expressions, in short resumable batches.
+through the mapping's up expressions, in short resumable batches. For a column
+migration inside one table, sets the new columns where they differ from up(row).
 
   --batch-size N            rows in the first batch (default ${DEFAULT_OPTIONS.batchSize}); then adapts
   --target-batch-ms N       batch duration the size adapts toward (default ${DEFAULT_OPTIONS.targetBatchMs})
@@ -165,8 +166,10 @@ export async function run(argv: string[]): Promise<number> {
       peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
     };
     log.info(summary, `backfill ${stats.outcome}`);
+    // A column migration writes by UPDATE: rows_inserted counts the rows it filled.
+    const written = mapping.sameTable ? 'updated' : 'inserted';
     const messages: Record<typeof stats.outcome, string> = {
-      done: `backfill of ${mapping.name} complete: ${stats.rowsScanned} rows scanned, ${stats.rowsInserted} inserted in ${summary.seconds}s`,
+      done: `backfill of ${mapping.name} complete: ${stats.rowsScanned} rows scanned, ${stats.rowsInserted} ${written} in ${summary.seconds}s`,
       'already-done': `backfill of ${mapping.name} was already complete (use --restart to run it again)`,
       partial: `backfill of ${mapping.name}: no chunk left for this process; ${stats.chunksElsewhere} chunk(s) still being copied by other processes`,
       interrupted: `backfill of ${mapping.name} interrupted after ${stats.rowsScanned} rows; run the same command to resume`,

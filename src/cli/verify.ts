@@ -8,6 +8,7 @@ import { loadMapping, positiveInt, SetupError, serveMetrics } from '../backfill/
 import { ConfigError } from '../config/load.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { connect } from '../pg/connect.ts';
+import { reversedColumns } from '../rules/columns-sql.ts';
 import { KeyError } from '../rules/key-columns.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { qualified } from '../rules/rowsql.ts';
@@ -139,8 +140,11 @@ async function verifySide(
     reporter.stop();
   }
   const total = result.drift.missing + result.drift.extra + result.drift.different;
+  const what = mapping.sameTable
+    ? `${qualified(mapping.new)} columns ${mapping.up.map((u) => u.column).join(', ')}: ${result.oldRows} rows`
+    : `${qualified(mapping.old)} -> ${qualified(mapping.new)}: ${result.oldRows} ${side.name === 'old-to-new' ? 'old' : 'new'} rows`;
   const lines = [
-    `verify ${mapping.name}: ${qualified(mapping.old)} -> ${qualified(mapping.new)}: ${result.oldRows} ${side.name === 'old-to-new' ? 'old' : 'new'} rows in ${result.chunks} chunks, ${result.chunksDiffer} differ (${(result.elapsedMs / 1000).toFixed(1)}s)`,
+    `verify ${mapping.name}: ${what} in ${result.chunks} chunks, ${result.chunksDiffer} differ (${(result.elapsedMs / 1000).toFixed(1)}s)`,
   ];
   if (total === 0) {
     lines.push(`  no drift: ${side.rule}`);
@@ -197,10 +201,18 @@ export async function run(argv: string[]): Promise<number> {
     }
     // The mapping seen from new (old and new, up and down swapped): verify walks it the same way.
     const sides: Side[] = [];
-    if (direction !== 'new-to-old')
-      sides.push({ mapping: loaded, name: 'old-to-new', rule: 'new matches up(old)' });
+    // A column migration compares columns of one row: its old side is the same row seen through down.
+    const columns = loaded.sameTable !== undefined;
+    if (direction !== 'new-to-old') {
+      const rule = columns ? 'new columns match up(row)' : 'new matches up(old)';
+      sides.push({ mapping: loaded, name: 'old-to-new', rule });
+    }
     if (direction !== 'old-to-new') {
-      sides.push({ mapping: loaded.reverse!, name: 'new-to-old', rule: 'old matches down(new)' });
+      sides.push(
+        columns
+          ? { mapping: reversedColumns(loaded), name: 'new-to-old', rule: 'old columns match down(row)' }
+          : { mapping: loaded.reverse!, name: 'new-to-old', rule: 'old matches down(new)' },
+      );
     }
     let exit = 0;
     try {

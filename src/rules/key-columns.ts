@@ -20,6 +20,14 @@ function unquote(ident: string): string {
 
 /** Resolves each new key column to the old column it is copied from. */
 export function keyColumns(m: CompiledMapping): KeyColumn[] {
+  // A column migration keeps the table's own key: old column = new column.
+  if (m.sameTable) {
+    return m.key.map((k) => {
+      const type = m.newColumns.find((c) => c.name === k)?.type;
+      if (type === undefined) throw new KeyError(`mapping ${m.name}: key column ${k} is not a column of new`);
+      return { newColumn: k, newType: type, oldColumn: k, oldType: type };
+    });
+  }
   const upByCol = new Map(m.up.map((u) => [u.column, u.expr]));
   const oldTypes = new Map(m.oldColumns.map((c) => [c.name, c.type]));
   const newTypes = new Map(m.newColumns.map((c) => [c.name, c.type]));

@@ -3,12 +3,15 @@
 // are never blocked). Each chunk is compared by count and an order-independent
 // hash of its rows (bit_xor of 64-bit row hashes) on both sides; only chunks
 // that differ are drilled into, with a full join on the key that names every
-// missing, extra and different row.
+// missing, extra and different row. A column migration inside one table is
+// compared the same way, its rows read twice: up(row) with the key, against
+// the key and the stored new columns (only "different" can occur).
 import type pg from 'pg';
 import type { Logger } from '../log.ts';
 import { metrics } from '../metrics.ts';
 import { connect, sleep, sqlState } from '../pg/connect.ts';
 import { type KeyColumn, keyObject, keyRange } from '../pg/keys.ts';
+import { columnsAsRows } from '../rules/columns-sql.ts';
 import { keyColumns } from '../rules/key-columns.ts';
 import type { CompiledMapping } from '../rules/mapping.ts';
 import { qualified } from '../rules/rowsql.ts';
@@ -87,6 +90,8 @@ export async function verifyMapping(
 ): Promise<VerifyResult> {
   const started = Date.now();
   const keys = keyColumns(m);
+  // What the row comparison reads; repair writes through the mapping itself.
+  const rows = m.sameTable ? columnsAsRows(m) : m;
   const labels = { mapping: m.name };
   const result: VerifyResult = {
     oldRows: 0,
@@ -100,8 +105,8 @@ export async function verifyMapping(
   const settings = { lock_timeout: opts.lockTimeoutMs, statement_timeout: opts.statementTimeoutMs };
   const snap = await connect(clientConfig, settings);
   const fixer = opts.repair ? await connect(clientConfig, settings) : undefined;
-  const oldFrom = oldChunkSql(m, keys, true);
-  const oldStart = oldChunkSql(m, keys, false);
+  const oldFrom = oldChunkSql(rows, keys, true);
+  const oldStart = oldChunkSql(rows, keys, false);
   try {
     await snap.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     let lo: string[] | null = null;
@@ -112,7 +117,7 @@ export async function verifyMapping(
       // The last chunk is open-ended, so new rows beyond every old key are compared too.
       const hi = o.n < opts.chunkRows ? null : o.last;
       const params = [lo, hi].filter((p) => p !== null);
-      const n = (await snap.query(newRangeSql(m, keys, lo !== null, hi !== null), params)).rows[0] as {
+      const n = (await snap.query(newRangeSql(rows, keys, lo !== null, hi !== null), params)).rows[0] as {
         n: number;
         h: string;
       };
@@ -125,13 +130,13 @@ export async function verifyMapping(
         const loN = lo ? 1 : undefined;
         const hiN = hi ? (lo ? 2 : 1) : undefined;
         const diff = await snap.query(
-          diffSql(m, keys, keyRange(keys, 'old', loN, hiN), keyRange(keys, 'new', loN, hiN)),
+          diffSql(rows, keys, keyRange(keys, 'old', loN, hiN), keyRange(keys, 'new', loN, hiN)),
           params,
         );
         const found = diff.rows.map((r) => classify(r, keys));
         log.debug({ lo, hi, old: o.n, new: n.n, drift: found.length }, 'chunk differs');
         if (fixer && found.length > 0) {
-          const still = await repairAndRecheck(fixer, m, keys, found, log);
+          const still = await repairAndRecheck(fixer, m, rows, keys, found, log);
           for (const d of found) {
             d.repaired = !still.has(JSON.stringify(d.keyValues));
             if (d.repaired) result.repaired++;
@@ -166,6 +171,7 @@ export async function verifyMapping(
 async function repairAndRecheck(
   c: pg.Client,
   m: CompiledMapping,
+  rows: CompiledMapping,
   keys: KeyColumn[],
   found: Drift[],
   log: Logger,
@@ -184,6 +190,6 @@ async function repairAndRecheck(
     }
   }
   const json = JSON.stringify(keySet);
-  const again = await c.query(diffSql(m, keys, keyIn(keys, 'old', 1), keyIn(keys, 'new', 1)), [json]);
+  const again = await c.query(diffSql(rows, keys, keyIn(keys, 'old', 1), keyIn(keys, 'new', 1)), [json]);
   return new Set(again.rows.map((r) => JSON.stringify(r.k)));
 }

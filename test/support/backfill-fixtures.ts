@@ -135,3 +135,66 @@ export function logLines(stderr: string): Record<string, unknown>[] {
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l));
 }
+
+/**
+ * A column migration inside one table: first_name + last_name -> full_name,
+ * price (dollars) -> price_cents. YAML for writeConfig and the definition for
+ * the test proxy (mappingConfig).
+ */
+export const COLUMNS_DEFINITION = {
+  name: 'user-columns',
+  old: 'public.users',
+  new: 'public.users',
+  key: ['id'],
+  up: { full_name: "first_name || ' ' || last_name", price_cents: 'round(price * 100)::bigint' },
+  down: {
+    first_name: "split_part(full_name, ' ', 1)",
+    last_name: "split_part(full_name, ' ', 2)",
+    price: 'price_cents / 100.0',
+  },
+};
+
+export const COLUMNS_MAPPING = `
+  - name: user-columns
+    old: public.users
+    new: public.users
+    key: [id]
+    up:
+      full_name: first_name || ' ' || last_name
+      price_cents: round(price * 100)::bigint
+    down:
+      first_name: split_part(full_name, ' ', 1)
+      last_name: split_part(full_name, ' ', 2)
+      price: price_cents / 100.0
+`;
+
+export async function createPricedUsers(q: (sql: string) => Promise<unknown>, rows: number): Promise<void> {
+  await q(`
+    CREATE TABLE users (id int PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL,
+                        price numeric(10,2) NOT NULL, full_name text, price_cents bigint);
+    INSERT INTO users (id, first_name, last_name, price)
+      SELECT g, 'first' || g, 'last' || g, (g % 100000) / 100.0 FROM generate_series(1, ${rows}) g;
+    ANALYZE users;`);
+  await resetPricedUsers(q);
+}
+
+/**
+ * Puts the new columns back to the state before any backfill: id % 4 = 0 in
+ * step, 1 both empty, 2 price_cents empty, 3 both stale. 3 rows in 4 differ.
+ */
+export async function resetPricedUsers(q: (sql: string) => Promise<unknown>): Promise<void> {
+  await q(`
+    UPDATE users SET
+      full_name = CASE id % 4 WHEN 0 THEN first_name || ' ' || last_name WHEN 2 THEN first_name || ' ' || last_name
+                              WHEN 3 THEN 'stale name' END,
+      price_cents = CASE id % 4 WHEN 0 THEN round(price * 100)::bigint WHEN 3 THEN -1 END`);
+  await q('VACUUM ANALYZE users');
+}
+
+/** Rows whose new columns are not up(row), by an independent SQL check: 0 means in step. */
+export async function columnsOutOfStep(q: (sql: string) => Promise<{ rows: { n: number }[] }>) {
+  const r = await q(`SELECT count(*)::int AS n FROM users
+    WHERE full_name IS DISTINCT FROM first_name || ' ' || last_name
+       OR price_cents IS DISTINCT FROM round(price * 100)::bigint`);
+  return r.rows[0].n;
+}
