@@ -14,6 +14,8 @@
 // other system to users_trg, the trigger's), so
 //   SYSTEMS=mapped,direct,bouncer:users_trg,pipe,direct:users_app SCRIPT=oltp
 // compares the mirror with the trigger, direct and through each proxy.
+// STRACE=1 counts each proxy's socket reads and writes per transaction with
+// strace (the traced runs' TPS and CPU are then strace's, not the proxy's).
 // Kinds: direct, pipe, bouncer, switchyard, mapped (switchyard with the users
 // mapping), switchyard-bun, mapped-bun (the same under Bun).
 import fs from 'node:fs/promises';
@@ -24,6 +26,7 @@ import { pgbench, pgbenchInit } from './lib/pgbench.ts';
 import { cpuTimes, loadAvg } from './lib/proc.ts';
 import { MAPPING, oltpScript, SETUP_SQL, WRITE_SCRIPTS } from './lib/schema.ts';
 import { fmt, median, ms } from './lib/stats.ts';
+import { SyscallTrace } from './lib/syscalls.ts';
 import {
   bunBin,
   type Proc,
@@ -49,6 +52,7 @@ function scriptOn(table: string): string {
 }
 const MODE = (env.MODE ?? 'prepared') as 'prepared' | 'simple';
 const CLIENTS = Number(env.CLIENTS ?? 8);
+const STRACE = env.STRACE === '1';
 
 async function main(): Promise<void> {
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sy-ab-'));
@@ -87,12 +91,18 @@ async function main(): Promise<void> {
       procs.push(proc);
       targets.push({ name: s, port: proc.port, proc, file });
     }
-    const res = new Map<string, { tps: number[]; cpu: number[]; user: number[]; p50: number[] }>();
+    const res = new Map<
+      string,
+      { tps: number[]; cpu: number[]; user: number[]; p50: number[]; reads: number[]; writes: number[] }
+    >();
     const loads = [await loadAvg()];
     for (let r = 0; r < ROUNDS; r++) {
       for (let k = 0; k < targets.length; k++) {
         const t = targets[(k + r) % targets.length];
-        const c0 = await cpuTimes(t.proc?.pid());
+        const pid = t.proc?.pid();
+        const trace =
+          STRACE && pid ? await SyscallTrace.attach(pid, path.join(work, 'strace.txt')) : undefined;
+        const c0 = await cpuTimes(pid);
         const m = await pgbench(
           { host: '127.0.0.1', port: t.port, database: 'bench', user: 'postgres' },
           {
@@ -104,7 +114,12 @@ async function main(): Promise<void> {
           },
         );
         const c1 = await cpuTimes(t.proc?.pid());
-        const e = res.get(t.name) ?? { tps: [], cpu: [], user: [], p50: [] };
+        const e = res.get(t.name) ?? { tps: [], cpu: [], user: [], p50: [], reads: [], writes: [] };
+        if (trace) {
+          const calls = await trace.stop();
+          e.reads.push(calls.reads / m.transactions);
+          e.writes.push(calls.writes / m.transactions);
+        }
         e.tps.push(m.tps);
         e.p50.push(m.p50);
         if (c0 !== undefined && c1 !== undefined) {
@@ -123,7 +138,7 @@ async function main(): Promise<void> {
     for (const t of targets) {
       const e = res.get(t.name)!;
       process.stdout.write(
-        `${t.name.padEnd(28)} ${fmt(median(e.tps)).padStart(8)} tps (${(median(e.tps) / base).toFixed(2)})  p50 ${ms(median(e.p50))} ms  proxy CPU ${e.cpu.length ? fmt(median(e.cpu), 1) : '–'} µs/tx (user ${e.user.length ? fmt(median(e.user), 1) : '–'})   tps runs: ${e.tps.map((x) => fmt(x)).join(' ')}\n`,
+        `${t.name.padEnd(28)} ${fmt(median(e.tps)).padStart(8)} tps (${(median(e.tps) / base).toFixed(2)})  p50 ${ms(median(e.p50))} ms  proxy CPU ${e.cpu.length ? fmt(median(e.cpu), 1) : '–'} µs/tx (user ${e.user.length ? fmt(median(e.user), 1) : '–'})${e.reads.length ? `  socket reads ${fmt(median(e.reads), 2)} writes ${fmt(median(e.writes), 2)} per tx` : ''}   tps runs: ${e.tps.map((x) => fmt(x)).join(' ')}\n`,
       );
     }
   } finally {
