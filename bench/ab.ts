@@ -17,7 +17,9 @@
 // STRACE=1 counts each proxy's socket reads and writes per transaction with
 // strace (the traced runs' TPS and CPU are then strace's, not the proxy's).
 // Kinds: direct, pipe, bouncer, switchyard, mapped (switchyard with the users
-// mapping), switchyard-bun, mapped-bun (the same under Bun).
+// mapping), switchyard-bun, mapped-bun (the same under Bun), forwarder and
+// forwarder-bun (bench/transport-forwarder.ts: switchyard's socket layer and
+// nothing else, on Node and on Bun).
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +36,7 @@ import {
   startPgbouncer,
   startPipe,
   startSwitchyard,
+  startTransportForwarder,
   type Upstream,
 } from './lib/systems.ts';
 
@@ -80,6 +83,8 @@ async function main(): Promise<void> {
         continue;
       }
       if (kind === 'pipe') proc = await startPipe(work, up, [], root);
+      else if (kind === 'forwarder') proc = await startTransportForwarder(work, up);
+      else if (kind === 'forwarder-bun') proc = await startTransportForwarder(work, up, bunBin());
       else if (kind === 'bouncer') proc = await startPgbouncer(work, up, pgbouncerBin()!);
       else
         proc = await startSwitchyard(work, up, {
