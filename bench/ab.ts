@@ -9,7 +9,7 @@
 //
 // SCRIPT is a pgbench built-in (select-only, tpcb-like) or one of the scripts
 // on the users tables: oltp (the mixed transaction), insert, update (one
-// single-row write). Those run on the table named after the system as
+// single-row write), read (a point lookup). Those run on the table named after the system as
 // kind:table (switchyard-mapped defaults to users, the mapped table; every
 // other system to users_trg, the trigger's), so
 //   SYSTEMS=mapped,direct,bouncer:users_trg,pipe,direct:users_app SCRIPT=oltp
@@ -26,7 +26,7 @@ import path from 'node:path';
 import { LocalCluster } from '../src/demo/cluster.ts';
 import { pgbench, pgbenchInit } from './lib/pgbench.ts';
 import { cpuTimes, loadAvg } from './lib/proc.ts';
-import { MAPPING, oltpScript, SETUP_SQL, WRITE_SCRIPTS } from './lib/schema.ts';
+import { MAPPING, oltpScript, READ_OLD_SQL, readScript, SETUP_SQL, WRITE_SCRIPTS } from './lib/schema.ts';
 import { fmt, median, ms } from './lib/stats.ts';
 import { SyscallTrace } from './lib/syscalls.ts';
 import {
@@ -51,6 +51,7 @@ const BUILTIN = SCRIPT === 'select-only' || SCRIPT === 'tpcb-like' ? SCRIPT : un
 function scriptOn(table: string): string {
   if (SCRIPT === 'oltp') return oltpScript(table);
   if (SCRIPT === 'insert' || SCRIPT === 'update') return WRITE_SCRIPTS[SCRIPT].plain(table);
+  if (SCRIPT === 'read') return readScript(READ_OLD_SQL.replace('FROM users', `FROM ${table}`));
   throw new Error(`unknown SCRIPT ${SCRIPT}`);
 }
 const MODE = (env.MODE ?? 'prepared') as 'prepared' | 'simple';
