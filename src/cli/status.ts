@@ -65,9 +65,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     res = await getText(url, TIMEOUT_MS);
   } catch (e) {
-    process.stderr.write(
-      `switchyard status: cannot reach admin at ${url.origin}: ${describeGetError(e)}\n`,
-    );
+    process.stderr.write(`switchyard status: cannot reach admin at ${url.origin}: ${describeGetError(e)}\n`);
     return 2;
   }
   const text = res.text;
