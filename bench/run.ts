@@ -13,6 +13,10 @@
 //   5. The mixed OLTP transaction on the table being migrated (update, upsert,
 //      read, commit, delete), 8 and 32 clients, -M simple and -M prepared:
 //      switchyard mirroring, a trigger doing the same dual write, no mirror.
+//   6. The planner under a literal workload: bench/planner.ts, and pgbench
+//      -M simple through the proxy with the plan cache's hit ratio read from
+//      its metrics. 7. CLI start-up (--help, status). 8. Runtimes: switchyard
+//      and bare forwarders on Node and on Bun against PgBouncer (bench/lib/sections.ts).
 //
 // The figures replace the generated part of bench/RESULTS.md.
 //
@@ -21,7 +25,7 @@
 //   SWITCHYARD_BENCH_ROUNDS    runs per cell and system, pooled (default 2)
 //   SWITCHYARD_BENCH_CLIENTS   client counts (default 1,8,32)
 //   SWITCHYARD_BENCH_SCALE     pgbench scale (default 10)
-//   SWITCHYARD_BENCH_ONLY      sections to run: pgbench,dualwrite,reads,idle,oltp (default all)
+//   SWITCHYARD_BENCH_ONLY      sections to run: pgbench,dualwrite,reads,idle,oltp,planner,cli,runtimes (default all)
 //   SWITCHYARD_BENCH_IDLE      idle connections (default 1000)
 //   SWITCHYARD_BENCH_PG_BIN    Postgres bin directory (default: embedded PG 18)
 //   SWITCHYARD_BENCH_PGBENCH   pgbench binary (default: pgbench on PATH)
@@ -44,6 +48,7 @@ import {
   SETUP_SQL,
   WRITE_SCRIPTS,
 } from './lib/schema.ts';
+import { type Bench, cliStartup, planner, runtimes } from './lib/sections.ts';
 import { fmt, median, ms, quantile, ratio, table } from './lib/stats.ts';
 import {
   type Proc,
@@ -62,7 +67,9 @@ const ROUNDS = Number(env.SWITCHYARD_BENCH_ROUNDS ?? 2);
 const CLIENTS = (env.SWITCHYARD_BENCH_CLIENTS ?? '1,8,32').split(',').map(Number);
 const SCALE = Number(env.SWITCHYARD_BENCH_SCALE ?? 10);
 const IDLE = Number(env.SWITCHYARD_BENCH_IDLE ?? 1000);
-const ONLY = new Set((env.SWITCHYARD_BENCH_ONLY ?? 'pgbench,dualwrite,reads,idle,oltp').split(','));
+const ONLY = new Set(
+  (env.SWITCHYARD_BENCH_ONLY ?? 'pgbench,dualwrite,reads,idle,oltp,planner,cli,runtimes').split(','),
+);
 const OUT = env.SWITCHYARD_BENCH_OUT ?? path.join(ROOT, 'bench/RESULTS.md');
 const DB = 'bench';
 const USER = 'postgres';
@@ -179,7 +186,19 @@ async function main(): Promise<void> {
     await section('dualwrite', () => dualWrite(work, cluster.port, syMapped, admin));
     await section('reads', () => reads(work, up, cluster.port, admin, procs));
     await section('idle', () => idle(syMapped, bouncer));
-    await section('oltp', () => oltp(work, cluster.port, syMapped, admin));
+    await section('oltp', () => oltp(work, cluster.port, syMapped, admin, bouncer));
+    const bench: Bench = {
+      work,
+      up,
+      say,
+      measure: (v, run) => measure(v, run, work),
+      alternate: (variants, run) => alternate(variants, run),
+    };
+    await section('planner', () => planner(bench, syMapped));
+    await section('cli', () => cliStartup(bench, syMapped));
+    await section('runtimes', () =>
+      runtimes(bench, { pipe, syPlain, syMapped, bouncer, directPort: cluster.port }),
+    );
     await admin.end();
     await flush(true);
     say(`figures written to ${path.relative(process.cwd(), OUT)}`);
@@ -669,7 +688,13 @@ main().catch((e) => {
 
 // ---- 5. the mixed OLTP transaction on the migrated table --------------------------
 
-async function oltp(work: string, directPort: number, syMapped: Proc, admin: pg.Client): Promise<string> {
+async function oltp(
+  work: string,
+  directPort: number,
+  syMapped: Proc,
+  admin: pg.Client,
+  bouncer?: Proc,
+): Promise<string> {
   const live = await mirroringLive(syMapped.port, admin);
   const variants = [
     {
@@ -680,6 +705,18 @@ async function oltp(work: string, directPort: number, syMapped: Proc, admin: pg.
       table: 'users',
     },
     { key: 'trigger', label: 'direct, trigger dual write', port: directPort, table: 'users_trg' },
+    // The same trigger behind a proxy that only relays: what a proxy hop costs on its own.
+    ...(bouncer
+      ? [
+          {
+            key: 'bouncer',
+            label: 'PgBouncer, trigger dual write',
+            port: bouncer.port,
+            proc: bouncer,
+            table: 'users_trg',
+          },
+        ]
+      : []),
     { key: 'none', label: 'direct, no mirror', port: directPort, table: 'users_app' },
   ];
   const files = new Map<string, string>();
@@ -714,7 +751,7 @@ async function oltp(work: string, directPort: number, syMapped: Proc, admin: pg.
   return [
     '### The mixed OLTP transaction on the migrated table',
     '',
-    `\`BEGIN; UPDATE; INSERT ... ON CONFLICT DO UPDATE; SELECT; COMMIT; DELETE\` on the mapped table, pgbench. Mirroring through switchyard at the time of the run: **${live ? 'yes' : 'no'}**. The trigger variant keeps its new table in step with a BEFORE INSERT OR UPDATE and an AFTER DELETE row trigger; \`vs trigger\` is TPS over the trigger's in the same cell; proxy CPU is the switchyard process's CPU time per transaction.`,
+    `\`BEGIN; UPDATE; INSERT ... ON CONFLICT DO UPDATE; SELECT; COMMIT; DELETE\` on the mapped table, pgbench. Mirroring through switchyard at the time of the run: **${live ? 'yes' : 'no'}**. The trigger variant keeps its new table in step with a BEFORE INSERT OR UPDATE and an AFTER DELETE row trigger; the PgBouncer variant is the same trigger reached through PgBouncer (session mode), the cost of a proxy hop that does nothing else; \`vs trigger\` is TPS over the direct trigger's in the same cell; proxy CPU is the proxy process's CPU time per transaction.`,
     '',
     table(['clients', 'mode', 'how', 'TPS', 'vs trigger', 'p50 ms', 'proxy CPU µs/tx', 'failed'], rows),
     '',

@@ -34,3 +34,27 @@ export async function loadAvg(): Promise<number> {
   const text = await fs.readFile('/proc/loadavg', 'utf8');
   return Number(text.split(' ')[0]);
 }
+
+/**
+ * CPU time in microseconds of a process and all its children, living or
+ * exited: a Postgres server's own work (the postmaster reaps each backend,
+ * and the kernel adds an exited backend's time to the postmaster's cutime
+ * and cstime), whichever backend did it.
+ */
+export async function treeCpuMicros(pid: number): Promise<number> {
+  const us = 1_000_000 / TICKS_PER_SECOND;
+  const fields = async (p: number | string) => {
+    const stat = await fs.readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
+    return stat ? stat.slice(stat.lastIndexOf(')') + 2).split(' ') : undefined;
+  };
+  const own = await fields(pid);
+  if (!own) return Number.NaN;
+  // utime, stime, cutime, cstime are fields 14-17; ppid is field 4.
+  let total = (Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14])) * us;
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const f = await fields(entry);
+    if (f && Number(f[1]) === pid) total += (Number(f[11]) + Number(f[12])) * us;
+  }
+  return total;
+}

@@ -24,6 +24,8 @@ export interface Proc {
   port: number;
   /** The process whose memory is the system's (PgBouncer: the daemon itself, not runuser). */
   pid(): number | undefined;
+  /** switchyard's admin endpoint port. */
+  adminPort?: number;
   stop(): Promise<void>;
 }
 
@@ -92,6 +94,31 @@ export async function startPipe(
   return { name: 'pipe', port, pid: () => child.pid, stop: () => stopChild(child) };
 }
 
+/** The bare forwarder over switchyard's socket layer (bench/transport-forwarder.ts), on Node or Bun. */
+export async function startTransportForwarder(
+  workDir: string,
+  up: Upstream,
+  runtime = process.execPath,
+): Promise<Proc> {
+  const port = await freePort();
+  const logFile = path.join(workDir, `forwarder-${port}.log`);
+  const fd = openSync(logFile, 'a');
+  const child = spawn(
+    runtime,
+    [
+      // Node runs TypeScript through tsx; Bun runs it as it is.
+      ...(runtime === process.execPath ? ['--import', 'tsx'] : []),
+      path.join(ROOT, 'bench/transport-forwarder.ts'),
+      String(port),
+      up.host,
+      String(up.port),
+    ],
+    { cwd: ROOT, stdio: ['ignore', fd, fd] },
+  );
+  await waitForPort(port, 'transport forwarder', child, logFile);
+  return { name: 'forwarder', port, pid: () => child.pid, stop: () => stopChild(child) };
+}
+
 export interface SwitchyardOptions {
   name: string;
   mappings?: unknown[];
@@ -136,7 +163,7 @@ export async function startSwitchyard(workDir: string, up: Upstream, o: Switchya
     },
   );
   await waitForPort(port, `switchyard (${o.name})`, child, logFile);
-  return { name: o.name, port, pid: () => child.pid, stop: () => stopChild(child) };
+  return { name: o.name, port, adminPort, pid: () => child.pid, stop: () => stopChild(child) };
 }
 
 /** The pgbouncer binary, or undefined when it is not installed. */

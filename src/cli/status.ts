@@ -4,6 +4,7 @@
 import { type AdminStatus, type Readiness, renderStatus } from '../admin/status.ts';
 import { parseArgs, UsageError } from './args.ts';
 import { runFleetStatus } from './fleet-status.ts';
+import { type Answer, getText } from './http-get.ts';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9187';
 const TIMEOUT_MS = 5000;
@@ -21,17 +22,17 @@ The admin URL can also come from SWITCHYARD_ADMIN_URL. Exit status 2 when the
 admin endpoint cannot be reached or does not answer.
 `;
 
-function describeFetchError(e: unknown): string {
-  const err = e as Error & { cause?: { code?: string; message?: string } };
+function describeGetError(e: unknown): string {
+  const err = e as Error & { code?: string };
   if (err.name === 'TimeoutError') return `no answer within ${TIMEOUT_MS / 1000}s`;
-  return err.cause?.code ?? err.cause?.message ?? err.message;
+  return err.code ?? err.message;
 }
 
 /** /readyz for the table's first line; undefined if it cannot be read (the table still prints). */
 async function readiness(base: string): Promise<Readiness | undefined> {
   try {
-    const res = await fetch(new URL('/readyz', base), { signal: AbortSignal.timeout(TIMEOUT_MS) });
-    const body = (await res.json()) as { ready?: boolean; reason?: string };
+    const res = await getText(new URL('/readyz', base), TIMEOUT_MS);
+    const body = JSON.parse(res.text) as { ready?: boolean; reason?: string };
     return { ready: res.status === 200 && body.ready === true, reason: body.reason };
   } catch {
     return undefined;
@@ -69,17 +70,15 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
 
-  let res: Response;
+  let res: Answer;
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+    res = await getText(url, TIMEOUT_MS);
   } catch (e) {
-    process.stderr.write(
-      `switchyard status: cannot reach admin at ${url.origin}: ${describeFetchError(e)}\n`,
-    );
+    process.stderr.write(`switchyard status: cannot reach admin at ${url.origin}: ${describeGetError(e)}\n`);
     return 2;
   }
-  const text = await res.text();
-  if (!res.ok) {
+  const text = res.text;
+  if (res.status < 200 || res.status > 299) {
     process.stderr.write(
       `switchyard status: ${url.href} answered ${res.status}: ${text.trim().split('\n')[0] ?? ''}\n`,
     );

@@ -2,6 +2,16 @@
 import net from 'node:net';
 import type { ConnectOptions, Listener, SocketLayer, Transport, TransportHandlers } from './transport.ts';
 
+/**
+ * A batch of pieces up to this size is copied into one buffer and written
+ * once: copying a few KiB costs less than Node's writev path (a JS array of
+ * chunks, a WriteWrap, the per-chunk bookkeeping), which a rewritten
+ * statement's replies (a made-up tag between forwarded slices) would
+ * otherwise take on every round. Larger batches (mostly forwarded rows) go
+ * as one corked writev rather than being copied.
+ */
+const GATHER_MAX_BYTES = 16 * 1024;
+
 export class NetTransport implements Transport {
   readonly remote: string;
   private handlers?: TransportHandlers;
@@ -42,6 +52,9 @@ export class NetTransport implements Transport {
   write(pieces: readonly Buffer[]): boolean {
     const s = this.socket;
     if (pieces.length === 1) return s.write(pieces[0]);
+    let total = 0;
+    for (const p of pieces) total += p.length;
+    if (total <= GATHER_MAX_BYTES) return s.write(Buffer.concat(pieces as Buffer[], total));
     s.cork();
     for (const p of pieces) s.write(p);
     s.uncork();

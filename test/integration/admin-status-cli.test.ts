@@ -1,5 +1,6 @@
 // `switchyard status` as an operator runs it: the real bin against a real admin server.
 import { execFile } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -87,6 +88,27 @@ describe('switchyard status', () => {
     expect(r.stderr).toBe(
       `switchyard status: cannot reach admin at http://127.0.0.1:${port}: ECONNREFUSED\n`,
     );
+  });
+
+  it('asks for each connection to close once answered', async () => {
+    // A keep-alive connection left in a pool keeps the process running after it has printed.
+    const status = await (await fetch(`${base}/status`)).text();
+    const seen: { url?: string; connection?: string }[] = [];
+    const srv = createHttpServer((req, res) => {
+      seen.push({ url: req.url, connection: req.headers.connection });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(req.url === '/readyz' ? JSON.stringify({ ready: true, reasons: [] }) : status);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = srv.address() as { port: number };
+      const r = await cli(['--admin', `http://127.0.0.1:${port}`]);
+      expect(r.code).toBe(0);
+      expect(seen.map((s) => s.url).sort()).toEqual(['/readyz', '/status']);
+      expect(seen.map((s) => s.connection)).toEqual(['close', 'close']);
+    } finally {
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
   });
 
   it('an unknown flag is a usage error, exit 2', async () => {
