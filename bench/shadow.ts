@@ -1,0 +1,107 @@
+// `npx tsx bench/shadow.ts`: does a shadow read move the client's latency?
+// The same simple-protocol point read through two switchyard processes, one
+// with shadowReads on every read (sample 1, maxConcurrent 2) and one without,
+// pgbench -M simple at 1 and 8 clients, the two taking turns in a rotating
+// order; p50, p99 and TPS side by side.
+//
+// Environment: SWITCHYARD_BENCH_SECONDS (default 4), SWITCHYARD_BENCH_ROUNDS
+// (default 3), SWITCHYARD_BENCH_PG_BIN (default: embedded PG 18).
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { LocalCluster } from '../src/demo/cluster.ts';
+import { type PgbenchResult, pgbench } from './lib/pgbench.ts';
+import { loadAvg } from './lib/proc.ts';
+import { fmt, ms, ratio, table } from './lib/stats.ts';
+import { type Proc, startSwitchyard } from './lib/systems.ts';
+
+const SECONDS = Number(process.env.SWITCHYARD_BENCH_SECONDS ?? 4);
+const ROUNDS = Number(process.env.SWITCHYARD_BENCH_ROUNDS ?? 3);
+const ROWS = 100_000;
+
+const MAPPING = {
+  name: 'items',
+  old: 'items',
+  new: 'items_v2',
+  key: ['id'],
+  up: { id: 'id', label: 'v' },
+  down: { id: 'id', v: 'label' },
+};
+
+async function main(): Promise<void> {
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sy-bench-shadow-'));
+  const cluster = await LocalCluster.start({ binDir: process.env.SWITCHYARD_BENCH_PG_BIN });
+  const procs: Proc[] = [];
+  try {
+    await cluster.createDatabase('bench');
+    const c = new pg.Client({ connectionString: cluster.url('bench') });
+    await c.connect();
+    await c.query(`CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);
+      CREATE TABLE items_v2 (id int PRIMARY KEY, label text NOT NULL);
+      INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, ${ROWS}) g;
+      INSERT INTO items_v2 SELECT id, v FROM items;`);
+    await c.query('VACUUM ANALYZE');
+    await c.end();
+    const up = { host: '127.0.0.1', port: cluster.port, database: 'bench', user: 'postgres' };
+    const off = await startSwitchyard(work, up, { name: 'plain', mappings: [MAPPING], logLevel: 'error' });
+    const on = await startSwitchyard(work, up, {
+      name: 'shadow',
+      mappings: [{ ...MAPPING, shadowReads: { sample: 1, maxConcurrent: 2 } }],
+      logLevel: 'error',
+    });
+    procs.push(off, on);
+    const file = path.join(work, 'read.sql');
+    await fs.writeFile(file, `\\set id random(1, ${ROWS})\nSELECT v FROM items WHERE id = :id;\n`);
+    const systems = [
+      { key: 'no shadow reads', port: off.port },
+      { key: 'shadow reads on every read', port: on.port },
+    ];
+    const load0 = await loadAvg();
+    const rows: string[][] = [];
+    for (const clients of [1, 8]) {
+      const pooled = new Map<string, PgbenchResult[]>();
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const s of r % 2 === 0 ? systems : [...systems].reverse()) {
+          const res = await pgbench(
+            { ...up, port: s.port },
+            { file, mode: 'simple', clients, seconds: SECONDS, logDir: work },
+          );
+          pooled.set(s.key, [...(pooled.get(s.key) ?? []), res]);
+        }
+      }
+      const stat = (k: string) => {
+        const runs = pooled.get(k) ?? [];
+        const all = runs.flatMap((x) => [...x.latencies]).sort((a, b) => a - b);
+        return {
+          tps: runs.reduce((a, x) => a + x.tps, 0) / runs.length,
+          p50: all[Math.floor(all.length / 2)] ?? 0,
+          p99: all[Math.floor(all.length * 0.99)] ?? 0,
+        };
+      };
+      const a = stat(systems[0].key);
+      const b = stat(systems[1].key);
+      rows.push([
+        `-M simple -c ${clients}`,
+        `${fmt(a.tps)} TPS, p50 ${ms(a.p50)}, p99 ${ms(a.p99)}`,
+        `${fmt(b.tps)} TPS, p50 ${ms(b.p50)}, p99 ${ms(b.p99)}`,
+        ratio(b.p50, a.p50),
+        ratio(b.tps, a.tps),
+      ]);
+      process.stderr.write(`${rows.at(-1)!.join(' | ')}\n`);
+    }
+    process.stdout.write(
+      `${[
+        `Shadow reads and the client's latency, ${new Date().toISOString().slice(0, 16)} UTC, ${os.cpus().length} cores, load average ${load0.toFixed(1)} at the start; ${ROUNDS} rounds of ${SECONDS} s per system, pooled.`,
+        '',
+        table(['pgbench', ...systems.map((s) => s.key), 'p50 ratio', 'TPS ratio'], rows),
+      ].join('\n')}\n`,
+    );
+  } finally {
+    for (const p of procs) await p.stop();
+    await cluster.stop();
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+await main();
