@@ -408,7 +408,7 @@ public class PgjdbcScript {
           Thread t = new Thread(() -> {
             long deadline = System.nanoTime() + 30_000_000_000L;
             try (PreparedStatement q = watcher.prepareStatement(
-                "SELECT count(*) FROM pg_stat_activity WHERE query = ? AND wait_event = 'PgSleep'")) {
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = ? AND wait_event = 'PgSleep'")) {
               q.setString(1, marker);
               while (System.nanoTime() < deadline) {
                 try (ResultSet rs = q.executeQuery()) {

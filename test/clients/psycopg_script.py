@@ -325,7 +325,7 @@ def script(conn: psycopg.Connection) -> None:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 r = meta.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND wait_event = 'PgSleep'", [marker]
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s AND wait_event = 'PgSleep'", [marker]
                 ).fetchone()
                 if r[0]:
                     # cancel_safe() from psycopg 3.2; Debian's 3.1 has cancel().

@@ -73,7 +73,7 @@ async function waitForBackendsGone() {
   // The server finishes (and commits) a batch in flight when its client died; read the checkpoint after.
   for (let i = 0; ; i++) {
     const r = await db.query(
-      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchyard-backfill'`,
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'switchyard-backfill'`,
     );
     if (r.rows[0].n === 0) return;
     if (i > 1500) throw new Error('the killed backfill left backends behind for 30 s');
@@ -194,7 +194,7 @@ describe('backfill of a column migration', () => {
       const run = new Backfill(fx.mappings.get(MAPPING)!, fx.clientConfig, opts, silentLogger).run();
       for (;;) {
         const w = await db.query(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchyard-backfill' AND wait_event_type = 'Lock'`,
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'switchyard-backfill' AND wait_event_type = 'Lock'`,
         );
         if (w.rows[0].n > 0) break;
         await new Promise((res) => setTimeout(res, 20));

@@ -207,7 +207,7 @@ describe('backfill under concurrent dual-writes', () => {
       // The delete is now waiting on the lock, its snapshot taken.
       for (;;) {
         const w = await db.query(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%DELETE FROM users%'`,
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%DELETE FROM users%'`,
         );
         if (w.rows[0].n > 0) break;
         await new Promise((r) => setTimeout(r, 20));

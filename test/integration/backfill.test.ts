@@ -115,7 +115,7 @@ describe('backfill', () => {
       const run = new Backfill(m, fx.clientConfig, opts, silentLogger).run();
       for (;;) {
         const w = await db.query(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchyard-backfill' AND wait_event_type = 'Lock'`,
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'switchyard-backfill' AND wait_event_type = 'Lock'`,
         );
         if (w.rows[0].n > 0) break;
         await new Promise((res) => setTimeout(res, 20));
@@ -164,7 +164,7 @@ describe('backfill', () => {
     // checkpoint is read once those backends are gone, so that nothing moves after it.
     for (let i = 0; ; i++) {
       const r = await db.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchyard-backfill'`,
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'switchyard-backfill'`,
       );
       if (r.rows[0].n === 0) break;
       if (i > 1500) throw new Error('the killed backfill left backends behind for 30 s');
