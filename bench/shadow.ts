@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { LocalCluster } from '../src/demo/cluster.ts';
+import { ITEMS as MAPPING } from '../test/support/items.ts';
 import { type PgbenchResult, pgbench } from './lib/pgbench.ts';
 import { loadAvg } from './lib/proc.ts';
 import { fmt, ms, ratio, table } from './lib/stats.ts';
@@ -22,15 +23,6 @@ import { type Proc, startSwitchyard } from './lib/systems.ts';
 const SECONDS = Number(process.env.SWITCHYARD_BENCH_SECONDS ?? 4);
 const ROUNDS = Number(process.env.SWITCHYARD_BENCH_ROUNDS ?? 3);
 const ROWS = 100_000;
-
-const MAPPING = {
-  name: 'items',
-  old: 'items',
-  new: 'items_v2',
-  key: ['id'],
-  up: { id: 'id', label: 'v' },
-  down: { id: 'id', v: 'label' },
-};
 
 async function main(): Promise<void> {
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sy-bench-shadow-'));

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { ConfigStore, Snapshot } from '../config/store.ts';
 import { metrics } from '../metrics.ts';
 import type { Observer } from './reply-queue.ts';
-import type { Plan, SessionRules } from './rules-port.ts';
+import type { Plan, PlanContext, SessionRules } from './rules-port.ts';
 import type { SessionSqlState } from './sql-state.ts';
 import type { StatementRegistry } from './statements.ts';
 
@@ -68,15 +68,9 @@ export class Round {
   plan(sql: string, simpleQuery = false): Plan | undefined {
     if (!this.rulesApply) return undefined;
     const plan = this.snap.rules.session.plan(sql, {
-      searchPath: this.sql.searchPath,
-      user: this.sql.role,
-      killSwitch: this.killSwitch,
-      onUnmirrorable: this.snap.config.onUnmirrorable,
-      version: this.snap.version,
-      defaultSearchPath: this.sql.defaultSearchPath,
+      ...this.context(),
       prepared: this.statements.sqlPrepared,
       simpleQuery,
-      bucket: this.bucket,
     });
     this.statements.planned(plan);
     for (const d of plan.ddl ?? []) metrics.ddlGuard.inc({ rule: d.rule, mode: d.mode });
@@ -99,7 +93,12 @@ export class Round {
   shadow(sql: string, plan: Plan | undefined): void {
     const shadow = this.snap.rules.session.shadow;
     if (!plan || !shadow || plan.route !== 'read_old') return;
-    shadow(sql, plan, {
+    shadow(sql, plan, this.context());
+  }
+
+  /** What a plan depends on in this session, under this round's config. */
+  private context(): PlanContext {
+    return {
       searchPath: this.sql.searchPath,
       user: this.sql.role,
       killSwitch: this.killSwitch,
@@ -107,7 +106,7 @@ export class Round {
       version: this.snap.version,
       defaultSearchPath: this.sql.defaultSearchPath,
       bucket: this.bucket,
-    });
+    };
   }
 
   /** Follows what a statement does to the session's SQL state (only where rules apply). */

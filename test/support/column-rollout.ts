@@ -22,6 +22,7 @@ import {
   runWorkload,
   type StageReport,
   type Switches,
+  sumWorkloads,
   type WorkloadResult,
 } from './lifecycle.ts';
 import { startProxy } from './proxy.ts';
@@ -69,11 +70,6 @@ export async function runColumnRollout(db: TestDatabase, cc: ColumnCase, seed = 
     report.push({ stage, workload: w, newRows: rows, ms: Math.round(performance.now() - t0) });
     t0 = performance.now();
   };
-  const sum = (ws: WorkloadResult[]): WorkloadResult => ({
-    statements: ws.reduce((n, w) => n + w.statements, 0),
-    ok: ws.reduce((n, w) => n + w.ok, 0),
-    failed: Object.assign({}, ...ws.map((w) => w.failed)),
-  });
 
   await db.query(c.setup);
   await db.query(c.expand);
@@ -114,15 +110,15 @@ export async function runColumnRollout(db: TestDatabase, cc: ColumnCase, seed = 
     await compareReads(db, url, c, 'reads new');
     await push('reads new', await v1());
 
-    await push('v2 writes', sum(await Promise.all([v1(), v2()])));
+    await push('v2 writes', sumWorkloads(await Promise.all([v1(), v2()])));
     await compareReads(db, url, { ...c, reads: cc.readsNew }, 'v2 reads');
 
     await flip({ reads: 'old' });
-    await push('reads old (rollback)', sum(await Promise.all([v1(), v2()])));
+    await push('reads old (rollback)', sumWorkloads(await Promise.all([v1(), v2()])));
     await compareReads(db, url, c, 'reads old (rollback)');
 
     await flip({ reads: 'new' });
-    await push('reads new again', sum(await Promise.all([v1(), v2()])));
+    await push('reads new again', sumWorkloads(await Promise.all([v1(), v2()])));
     await compareReads(db, url, c, 'reads new again');
 
     await push('v1 stops', await v2());

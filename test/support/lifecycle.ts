@@ -92,6 +92,17 @@ export interface WorkloadResult {
   failed: Record<string, number>;
 }
 
+/** Several workloads run side by side, as one result (failures by SQLSTATE added up). */
+export function sumWorkloads(ws: WorkloadResult[]): WorkloadResult {
+  const failed: Record<string, number> = {};
+  for (const w of ws) for (const [k, n] of Object.entries(w.failed)) failed[k] = (failed[k] ?? 0) + n;
+  return {
+    statements: ws.reduce((n, w) => n + w.statements, 0),
+    ok: ws.reduce((n, w) => n + w.ok, 0),
+    failed,
+  };
+}
+
 export class UnexpectedError extends Error {
   override name = 'UnexpectedError';
 }

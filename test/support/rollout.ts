@@ -23,6 +23,7 @@ import {
   runWorkload,
   type StageReport,
   type Switches,
+  sumWorkloads,
   type WorkloadResult,
 } from './lifecycle.ts';
 import type { MappingDefinition } from './mapping-cases.ts';
@@ -119,11 +120,6 @@ export async function runRollout(db: TestDatabase, rc: RolloutCase, seed = 1): P
     report.push({ stage, workload: w, newRows, ms: Math.round(performance.now() - t0) });
     t0 = performance.now();
   };
-  const sum = (ws: WorkloadResult[]): WorkloadResult => ({
-    statements: ws.reduce((n, w) => n + w.statements, 0),
-    ok: ws.reduce((n, w) => n + w.ok, 0),
-    failed: Object.assign({}, ...ws.map((w) => w.failed)),
-  });
 
   // 1. expand
   await db.query(c.setup);
@@ -169,20 +165,20 @@ export async function runRollout(db: TestDatabase, rc: RolloutCase, seed = 1): P
     await compareReads(db, url, c, 'reads new');
 
     // 5. v2 starts writing by the new names, beside v1.
-    w = sum(await Promise.all([v1(), v2()]));
+    w = sumWorkloads(await Promise.all([v1(), v2()]));
     push('v2 writes', w, await checkImages(db, m, 'v2 writes'));
     await sameKeys('v2 writes');
     await compareReads(db, url, { ...c, reads: rc.readsNew }, 'v2 reads');
 
     // 6. rollback: reads back to old, both versions still writing. v1 reads what v2 wrote.
     await flip('reads old (rollback)', { reads: 'old' });
-    w = sum(await Promise.all([v1(), v2()]));
+    w = sumWorkloads(await Promise.all([v1(), v2()]));
     push('reads old (rollback)', w, await checkImages(db, m, 'reads old (rollback)'));
     await compareReads(db, url, c, 'reads old (rollback)');
 
     // 7. reads new again.
     await flip('reads new again', { reads: 'new' });
-    w = sum(await Promise.all([v1(), v2()]));
+    w = sumWorkloads(await Promise.all([v1(), v2()]));
     push('reads new again', w, await checkImages(db, m, 'reads new again'));
     await compareReads(db, url, c, 'reads new again');
 
