@@ -148,26 +148,35 @@ describe('upstream faults', () => {
     };
     expect(t.failures.length).toBeGreaterThan(f1);
 
-    // 2. Every backend behind the proxy killed with pg_terminate_backend.
+    // 2. Every backend behind the proxy killed with pg_terminate_backend. A
+    // client whose query is in flight gets the server's own FATAL through the
+    // proxy; one caught between two queries (likelier on a loaded machine)
+    // only finds its connection gone. So the kill is repeated, a few times at
+    // most, until some client was caught in a query.
     direct = await connectDirect();
     const f2 = t.failures.length;
     const killedAt = Date.now();
-    const killed = await direct.query(
-      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-        WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
-      [DB],
-    );
-    const recovered2 = await waitAllRecovered(t, Date.now());
+    let killed = 0;
+    let recovered2 = 0;
+    const sawFatal = () =>
+      t.failures.slice(f2).some((f) => /terminating connection due to administrator command/.test(f.message));
+    for (let attempt = 0; attempt < 5 && (attempt === 0 || !sawFatal()); attempt++) {
+      const r = await direct.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+        [DB],
+      );
+      killed += r.rowCount ?? 0;
+      recovered2 = await waitAllRecovered(t, Date.now());
+    }
     figures.terminate = {
-      backendsKilled: killed.rowCount,
+      backendsKilled: killed,
       errors: t.failures.length - f2,
       lastWorkerRecoveredMs: Math.max(...t.lastOk) - killedAt,
       recoveredMsAfterKill: recovered2,
     };
-    expect(killed.rowCount).toBeGreaterThan(0);
-    expect(
-      t.failures.slice(f2).some((f) => /terminating connection due to administrator command/.test(f.message)),
-    ).toBe(true);
+    expect(killed).toBeGreaterThan(0);
+    expect(sawFatal()).toBe(true);
     await direct.end();
 
     // 3. Upstream stopped for two seconds: new connections are refused with an error, promptly.
