@@ -34,6 +34,8 @@ export interface AdminDeps {
   upstreamReachable(): Promise<boolean>;
   /** The round-trip check of mappings with dualWrite: both, by mapping name. */
   roundTrips?(): Record<string, RoundTripStatus>;
+  /** The most frequent recent statement shapes on mapped tables (`switchyard plans` reads them). */
+  shapes?(): unknown[];
   startedAt: Date;
   /** The control connection, when the sidecar follows the fleet's control table. */
   fleet?(): FleetView;
@@ -324,6 +326,10 @@ export async function startAdmin(opts: AdminOptions, deps: AdminDeps, logger: Lo
     '/status': {
       methods: ['GET', 'HEAD'],
       handler: async (_req, res) => sendJson(res, 200, buildStatus(deps)),
+    },
+    '/shapes': {
+      methods: ['GET', 'HEAD'],
+      handler: async (_req, res) => sendJson(res, 200, { shapes: deps.shapes?.() ?? [] }),
     },
     '/kill-switch': {
       methods: ['POST'],

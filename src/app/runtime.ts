@@ -10,6 +10,7 @@ import { type FleetOptions, followFleet } from '../fleet/sidecar.ts';
 import { upstreamClientConfig } from '../pg/connect.ts';
 import { type CompiledRules, rulesCompiler } from '../proxy/rules-adapter.ts';
 import { type ListenAddress, ProxyServer } from '../proxy/server.ts';
+import { shapeStats } from '../proxy/shape-stats.ts';
 import { BUN_SOCKETS, bunSockets } from '../transport/bun.ts';
 import { NODE_SOCKETS } from '../transport/net.ts';
 import { clientTls, upstreamTls } from '../transport/tls.ts';
@@ -109,6 +110,7 @@ async function serve(
         draining: () => proxy.isDraining,
         upstreamReachable: () => proxy.upstreamReachable(800),
         roundTrips: () => roundTrips.statuses(),
+        shapes: () => shapeStats.top(),
         startedAt,
         fleet: fleet ? () => fleet.view() : undefined,
       },

@@ -9,6 +9,8 @@ Usage:
                       [--repair] [--out FILE]
   switchyard check    --config FILE --mapping NAME [--sample N] [--json]
                                              columns that do not survive up then down (or back)
+  switchyard plans    --config FILE --mapping NAME [--admin URL] [--json]
+                                             the recent reads' plans served from old and switched to new
   switchyard switch   --config FILE --mapping NAME [--reads old|new] [--dual-write on|off|both]
   switchyard switch   --config FILE --kill-switch on|off --reason TEXT
                                              flip a switch for the whole fleet (control table)
@@ -26,6 +28,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   backfill: () => import('./backfill.ts'),
   verify: () => import('./verify.ts'),
   check: () => import('./check.ts'),
+  plans: () => import('./plans.ts'),
   status: () => import('./status.ts'),
   switch: () => import('./switch.ts'),
   demo: () => import('./demo.ts'),

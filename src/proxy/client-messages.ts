@@ -144,7 +144,7 @@ export class ClientMessages implements FrameSink {
     const plan = round.plan(sql, true);
     round.shadow(sql, plan);
     round.follow(sql);
-    const observer = round.observerFor(plan);
+    const observer = round.observerFor(plan, sql);
     metrics.statements.inc({ route: observer.route, mapping: observer.mapping });
     if (plan?.reject) {
       // The server raises the error itself, so an open transaction is aborted
@@ -231,7 +231,7 @@ export class ClientMessages implements FrameSink {
     }
     statements.bindPortal(b.portal, {
       shape,
-      observer: round.observerFor(plan),
+      observer: round.observerFor(plan, info?.sql),
       binary:
         shape.kind === 'mirror' &&
         !shape.returning &&

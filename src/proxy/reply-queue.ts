@@ -23,6 +23,8 @@ export interface Observer {
   latency: ReturnType<Histogram<'route' | 'mapping'>['labels']>;
   route: string;
   mapping: string;
+  /** The client's text of a statement on a mapped table (kept by shape for `switchyard plans`). */
+  sql?: string;
 }
 
 export interface Entry {

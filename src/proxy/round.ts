@@ -114,12 +114,13 @@ export class Round {
     if (this.rulesApply) this.sql.follow(sql, this.snap.rules.session);
   }
 
-  observerFor(plan: Plan | undefined): Observer {
+  observerFor(plan: Plan | undefined, sql?: string): Observer {
     if (!plan || (plan.route === 'passthrough' && plan.mapping === '')) return this.passthrough;
     return {
       latency: metrics.statementLatency.labels(plan.route, plan.mapping),
       route: plan.route,
       mapping: plan.mapping,
+      ...(sql !== undefined && plan.route !== 'passthrough' ? { sql } : {}),
     };
   }
 

@@ -9,6 +9,7 @@ import { Backend } from '../wire/codes.ts';
 import { Action, type FrameSink } from '../wire/scanner.ts';
 import { NO_DATA } from '../wire/writer.ts';
 import { countMirroredStatementError } from './mirror-errors.ts';
+import type { Observer } from './reply-queue.ts';
 import { Kind, type ReplyQueue } from './reply-queue.ts';
 import {
   mirrorTag,
@@ -19,6 +20,7 @@ import {
   tagCount,
 } from './reshape.ts';
 import type { Round } from './round.ts';
+import { shapeStats } from './shape-stats.ts';
 import type { SessionSqlState } from './sql-state.ts';
 import type { StatementRegistry } from './statements.ts';
 
@@ -74,7 +76,7 @@ export class ServerReplies implements FrameSink {
         if (head && (head.kind === Kind.Sync || head.kind === Kind.Query)) {
           round.inFlight--;
           if (head.kind === Kind.Query && head.observer && head.start !== undefined) {
-            head.observer.latency.observe((performance.now() - head.start) / 1000);
+            observe(head.observer, head.start);
           }
         }
         if (sql.ready(msg[5])) this.d.statements.endTransaction();
@@ -153,8 +155,7 @@ export class ServerReplies implements FrameSink {
         }
         if (e?.kind === Kind.Execute) {
           queue.shift();
-          if (e.observer && e.start !== undefined)
-            e.observer.latency.observe((performance.now() - e.start) / 1000);
+          if (e.observer && e.start !== undefined) observe(e.observer, e.start);
         } else if (e?.kind === Kind.Query && e.shapes) {
           e.shapeIndex = (e.shapeIndex ?? 0) + 1;
         }
@@ -179,4 +180,11 @@ export function isFatal(msg: Buffer): boolean {
     msg[5] === 0x53 &&
     (msg.toString('latin1', 6, 11) === 'FATAL' || msg.toString('latin1', 6, 11) === 'PANIC')
   );
+}
+
+/** A statement's latency, in the histogram and, on a mapped table, by shape. */
+function observe(o: Observer, start: number): void {
+  const seconds = (performance.now() - start) / 1000;
+  o.latency.observe(seconds);
+  if (o.sql !== undefined) shapeStats.record(o.mapping, o.route, o.sql, seconds);
 }
