@@ -1,7 +1,7 @@
 // Shadow reads (GitHub's Scientist, done by the proxy): a sampled read that
-// the client was served from old runs again, as the client sent it and
-// switched to new, on a connection of the proxy's own, never on the
-// client's. Both run in one REPEATABLE READ READ ONLY transaction, so they see
+// the client was served from old runs again, as the client sent it (with its
+// parameter values, for the extended protocol) and switched to new, on a
+// connection of the proxy's own, never on the client's. Both run in one REPEATABLE READ READ ONLY transaction, so they see
 // the same data and nothing they call can write; the results are compared as
 // multisets of rows in their text form. A mismatch is run once more in a
 // fresh snapshot before it counts, so a write racing the first run is not
@@ -121,8 +121,8 @@ async function compare(c: pg.Client, job: ShadowJob): Promise<Comparison> {
       `SELECT pg_catalog.set_config('search_path', $1, true), pg_catalog.set_config('statement_timeout', $2, true)`,
       [path || '""', String(STATEMENT_TIMEOUT_MS)],
     );
-    const old = await c.query({ text: job.oldSql, rowMode: 'array' });
-    const neu = await c.query({ text: job.newSql, rowMode: 'array' });
+    const old = await c.query({ text: job.oldSql, values: job.params, rowMode: 'array' });
+    const neu = await c.query({ text: job.newSql, values: job.params, rowMode: 'array' });
     if (old.rows.length > MAX_ROWS || neu.rows.length > MAX_ROWS) return { outcome: 'skipped' };
     const counts = new Map<string, number>();
     for (const r of old.rows) {

@@ -7,7 +7,7 @@
 // as the server would.
 import { metrics } from '../metrics.ts';
 import { Frontend } from '../wire/codes.ts';
-import { readBind, readExecute, readParse, readQuery, readTarget } from '../wire/reader.ts';
+import { bindTextParams, readBind, readExecute, readParse, readQuery, readTarget } from '../wire/reader.ts';
 import { Action, type FrameSink, ProtocolError } from '../wire/scanner.ts';
 import { describeMessage, errorResponse, parseMessage, queryMessage, rebind } from '../wire/writer.ts';
 import { DEALLOCATE_HINT, parseDeallocate } from './commands/deallocate.ts';
@@ -229,6 +229,7 @@ export class ClientMessages implements FrameSink {
     if (shape.kind === 'mirror' && shape.returning && formats.length > 1 && formats.length < 0xffff) {
       formats = [...formats, 0];
     }
+    if (info) round.shadow(info.sql, plan, () => bindTextParams(msg, b));
     statements.bindPortal(b.portal, {
       shape,
       observer: round.observerFor(plan, info?.sql),

@@ -89,11 +89,11 @@ export class Round {
     return plan;
   }
 
-  /** A simple-Query read served from old: offered for a shadow read against new (sampled, off the client's path). */
-  shadow(sql: string, plan: Plan | undefined): void {
+  /** A read served from old: offered for a shadow read against new (sampled, off the client's path). */
+  shadow(sql: string, plan: Plan | undefined, params?: () => (string | null)[] | undefined): void {
     const shadow = this.snap.rules.session.shadow;
     if (!plan || !shadow || plan.route !== 'read_old') return;
-    shadow(sql, plan, this.context());
+    shadow(sql, plan, this.context(), params);
   }
 
   /** What a plan depends on in this session, under this round's config. */

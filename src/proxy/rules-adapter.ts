@@ -45,9 +45,10 @@ function withSwitches(prev: RuleSet, config: Config): RuleSet {
 }
 
 /**
- * Shadow reads: a sampled simple-Query read that the session served from old
- * is planned again with the mapping's reads switched to new, and both texts
- * go to the sink, which runs them on a connection of its own.
+ * Shadow reads: a sampled read that the session served from old (a simple
+ * Query, or an extended-protocol statement with its values) is planned again
+ * with the mapping's reads switched to new, and both texts go to the sink,
+ * which runs them on a connection of its own.
  */
 function shadowReads(ruleset: RuleSet, sink: ShadowSink | undefined): SessionRules['shadow'] {
   const shadowed = ruleset.mappings.filter((m) => m.config.shadowReads && m.config.shadowReads.sample > 0);
@@ -59,10 +60,13 @@ function shadowReads(ruleset: RuleSet, sink: ShadowSink | undefined): SessionRul
     ),
   });
   const byName = new Map(shadowed.map((m) => [m.name, m.config.shadowReads!]));
-  return (sql, plan, ctx) => {
+  return (sql, plan, ctx, params) => {
     const s = plan.route === 'read_old' ? byName.get(plan.mapping) : undefined;
     if (!s || plan.statements.length !== 1 || Math.random() >= s.sample) return;
-    const sw = switched.plan(sql, { ...ctx, simpleQuery: true, prepared: undefined });
+    // Values are read only for a read that was sampled; binary ones cannot be re-sent as text.
+    const values = params?.();
+    if (params && !values) return;
+    const sw = switched.plan(sql, { ...ctx, simpleQuery: !params, prepared: undefined });
     if (sw.route !== 'read_new' || sw.statements.length !== 1 || !sw.rewritten) return;
     sink.offer({
       mapping: plan.mapping,
@@ -70,6 +74,7 @@ function shadowReads(ruleset: RuleSet, sink: ShadowSink | undefined): SessionRul
       newSql: sw.sql,
       searchPath: ctx.searchPath,
       maxConcurrent: s.maxConcurrent,
+      ...(values ? { params: values } : {}),
     });
   };
 }

@@ -64,8 +64,11 @@ export interface SessionRules {
   /** The search_path a session of this role starts with when its startup packet sets none. */
   defaultSearchPath?(role: string): string[] | undefined;
   parseSearchPath(text: string): string[];
-  /** A simple-Query read served from old: maybe sample it for a shadow read against new. */
-  shadow?(sql: string, plan: Plan, ctx: PlanContext): void;
+  /**
+   * A read served from old: maybe sample it for a shadow read against new.
+   * `params` gives an extended-protocol read's values (undefined when some is binary).
+   */
+  shadow?(sql: string, plan: Plan, ctx: PlanContext, params?: () => (string | null)[] | undefined): void;
 }
 
 /** A read to run again against the new table, off the client's path (see app/shadow-reads.ts). */
@@ -77,6 +80,8 @@ export interface ShadowJob {
   newSql: string;
   searchPath: string[];
   maxConcurrent: number;
+  /** The Bind's values (as text) of an extended-protocol read; absent for a simple Query. */
+  params?: (string | null)[];
 }
 
 export interface ShadowSink {

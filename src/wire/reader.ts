@@ -111,6 +111,31 @@ export function readBind(msg: Buffer): BindMessage {
   return { portal, statement, paramsStart, paramsEnd, resultFormats, resultsEnd: r.pos };
 }
 
+/**
+ * A Bind's parameter values as text, or undefined when any is sent in binary
+ * (a shadow read re-sends them as text, and only text is safe to re-send as is).
+ */
+export function bindTextParams(msg: Buffer, b: BindMessage): (string | null)[] | undefined {
+  const r = new Reader(msg);
+  r.pos = b.paramsStart;
+  const nFormats = r.uint16();
+  const formats: number[] = [];
+  for (let i = 0; i < nFormats; i++) formats.push(r.int16());
+  if (formats.some((f) => f !== 0)) return undefined;
+  const nParams = r.uint16();
+  const out: (string | null)[] = [];
+  for (let i = 0; i < nParams; i++) {
+    const len = r.int32();
+    if (len < 0) {
+      out.push(null);
+      continue;
+    }
+    out.push(msg.toString('utf8', r.pos, r.pos + len));
+    r.skip(len);
+  }
+  return out;
+}
+
 export interface TargetMessage {
   /** 'S' statement or 'P' portal. */
   kind: 'S' | 'P';

@@ -96,16 +96,28 @@ describe('shadowReads', () => {
     expect((await db.query('SELECT last_value FROM counter')).rows[0].last_value).toBe('1');
   });
 
-  it('does not shadow the extended protocol, writes, or reads when sample is 0', async () => {
+  it('shadows an extended-protocol read with its values; not writes, nor reads when sample is 0', async () => {
     const before = await settled();
-    await client.query({ text: 'SELECT * FROM items WHERE id = $1', values: [1] });
+    const r = await client.query({
+      text: 'SELECT * FROM items WHERE id = $1 AND v LIKE $2',
+      values: [3, 'item%'],
+    });
+    expect(r.rows).toEqual([{ id: 3, v: 'item 3' }]);
+    const afterRead = await settled();
+    expect(delta(before, afterRead, 'match')).toBe(1);
+    await applyConfig(proxy, db, shadowed({ id: 'id', v: 'upper(label)' }));
+    await client.query({ text: 'SELECT v FROM items WHERE id = $1', values: [4] });
+    const afterWrong = await settled();
+    expect(delta(afterRead, afterWrong, 'mismatch')).toBe(1);
+    await applyConfig(proxy, db, shadowed(ITEMS.down));
     await client.query("UPDATE items SET v = 'changed' WHERE id = 2");
     await applyConfig(proxy, db, {
       ...shadowed(ITEMS.down),
       mappings: [{ ...ITEMS, shadowReads: { sample: 0 } }],
     });
     await client.query('SELECT * FROM items');
+    await client.query({ text: 'SELECT * FROM items WHERE id = $1', values: [5] });
     const after = await settled();
-    expect(Object.keys(after).reduce((n, k) => n + delta(before, after, k), 0)).toBe(0);
+    expect(Object.keys(after).reduce((n, k) => n + delta(afterWrong, after, k), 0)).toBe(0);
   });
 });
