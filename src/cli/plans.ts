@@ -19,8 +19,9 @@ const USAGE = `Usage: switchyard plans --config FILE --mapping NAME [--admin URL
 For the read statements the running proxy saw lately on the mapping (by
 shape, most frequent first, from its admin endpoint), prints the plan's cost
 served from old and switched to new, and flags what the switch would bring: a
-sequential scan, a new sort. Statements with $n parameters get a generic plan
-(PostgreSQL 16 and later). Reads nothing but the catalog and runs nothing but EXPLAIN.
+sequential scan, a new sort. Statements with $n parameters are planned with
+the values the proxy saw bound to them (text values), or else get a generic
+plan (PostgreSQL 16 and later). Runs nothing but EXPLAIN.
 
   --admin URL   admin endpoint of a running proxy (default SWITCHYARD_ADMIN_URL or ${DEFAULT_ADMIN_URL})
   --json        print the comparison as JSON
@@ -40,6 +41,7 @@ interface Shape {
   mapping: string;
   route: string;
   sample: string;
+  params?: (string | null)[];
   count: number;
   meanMs: number;
 }
@@ -68,8 +70,16 @@ function nodesOf(p: PlanNode, out: string[] = []): string[] {
   return out;
 }
 
-async function explain(c: pg.Client, sql: string, generic: boolean): Promise<PlanSummary> {
-  const r = await c.query(`EXPLAIN (FORMAT JSON${generic ? ', GENERIC_PLAN' : ''}) ${sql}`);
+/** EXPLAIN of a text as a client sent it: with its captured values, or a generic plan for $n. */
+async function explain(
+  c: pg.Client,
+  sql: string,
+  how: { params?: (string | null)[]; generic: boolean },
+): Promise<PlanSummary> {
+  const r = await c.query({
+    text: `EXPLAIN (FORMAT JSON${how.generic ? ', GENERIC_PLAN' : ''}) ${sql}`,
+    ...(how.params ? { values: how.params } : {}),
+  });
   const plan = (r.rows[0]['QUERY PLAN'] as { Plan: PlanNode }[])[0].Plan;
   return { cost: plan['Total Cost'], nodes: nodesOf(plan) };
 }
@@ -108,15 +118,18 @@ async function compare(
   const out: PlanComparison[] = [];
   for (const s of shapes) {
     const row: PlanComparison = { sample: s.sample, count: s.count, meanMs: s.meanMs, flags: [] };
-    const generic = /\$\d/.test(s.sample);
+    // $n parameters: the values the proxy captured, else a generic plan (PostgreSQL 16 and later).
+    const generic = /\$\d/.test(s.sample) && !s.params;
     if (generic && version < 16) {
-      row.note = 'a statement with $n parameters needs PostgreSQL 16 for a generic plan';
+      row.note =
+        'a statement with $n parameters and no captured values needs PostgreSQL 16 for a generic plan';
       out.push(row);
       continue;
     }
+    const how = { generic, ...(s.params ? { params: s.params } : {}) };
     try {
-      row.old = await explain(c, asOld.plan(s.sample, ctx).sql, generic);
-      row.new = await explain(c, asNew.plan(s.sample, ctx).sql, generic);
+      row.old = await explain(c, asOld.plan(s.sample, ctx).sql, how);
+      row.new = await explain(c, asNew.plan(s.sample, ctx).sql, how);
       row.flags = planFlags(row.old, row.new);
     } catch (e) {
       row.note = `EXPLAIN failed: ${(e as Error).message}`;

@@ -229,10 +229,11 @@ export class ClientMessages implements FrameSink {
     if (shape.kind === 'mirror' && shape.returning && formats.length > 1 && formats.length < 0xffff) {
       formats = [...formats, 0];
     }
-    if (info) round.shadow(info.sql, plan, () => bindTextParams(msg, b));
+    const values = () => bindTextParams(msg, b);
+    if (info) round.shadow(info.sql, plan, values);
     statements.bindPortal(b.portal, {
       shape,
-      observer: round.observerFor(plan, info?.sql),
+      observer: round.observerFor(plan, info?.sql, values),
       binary:
         shape.kind === 'mirror' &&
         !shape.returning &&

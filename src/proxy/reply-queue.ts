@@ -25,6 +25,8 @@ export interface Observer {
   mapping: string;
   /** The client's text of a statement on a mapped table (kept by shape for `switchyard plans`). */
   sql?: string;
+  /** Its Bind values as text, for a read in the extended protocol (so its plan can be shown with them). */
+  params?: (string | null)[];
 }
 
 export interface Entry {

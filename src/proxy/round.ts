@@ -114,13 +114,16 @@ export class Round {
     if (this.rulesApply) this.sql.follow(sql, this.snap.rules.session);
   }
 
-  observerFor(plan: Plan | undefined, sql?: string): Observer {
+  observerFor(plan: Plan | undefined, sql?: string, params?: () => (string | null)[] | undefined): Observer {
     if (!plan || (plan.route === 'passthrough' && plan.mapping === '')) return this.passthrough;
+    const read = plan.route === 'read_old' || plan.route === 'read_new';
+    const values = read && params ? params() : undefined;
     return {
       latency: metrics.statementLatency.labels(plan.route, plan.mapping),
       route: plan.route,
       mapping: plan.mapping,
       ...(sql !== undefined && plan.route !== 'passthrough' ? { sql } : {}),
+      ...(values ? { params: values } : {}),
     };
   }
 

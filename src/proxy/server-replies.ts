@@ -186,5 +186,5 @@ export function isFatal(msg: Buffer): boolean {
 function observe(o: Observer, start: number): void {
   const seconds = (performance.now() - start) / 1000;
   o.latency.observe(seconds);
-  if (o.sql !== undefined) shapeStats.record(o.mapping, o.route, o.sql, seconds);
+  if (o.sql !== undefined) shapeStats.record(o.mapping, o.route, o.sql, seconds, o.params);
 }

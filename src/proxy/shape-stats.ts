@@ -12,6 +12,8 @@ export interface ShapeSummary {
   route: string;
   /** A text of this shape as a client sent it (literals included, or $n parameters). */
   sample: string;
+  /** The values bound to the sample's $n parameters, as text, where they were captured. */
+  params?: (string | null)[];
   count: number;
   meanMs: number;
 }
@@ -20,6 +22,7 @@ interface Seen {
   mapping: string;
   route: string;
   sql: string;
+  params?: (string | null)[];
   seconds: number;
 }
 
@@ -27,8 +30,8 @@ export class ShapeStats {
   private readonly ring: (Seen | undefined)[] = new Array(RING);
   private next = 0;
 
-  record(mapping: string, route: string, sql: string, seconds: number): void {
-    this.ring[this.next] = { mapping, route, sql, seconds };
+  record(mapping: string, route: string, sql: string, seconds: number, params?: (string | null)[]): void {
+    this.ring[this.next] = { mapping, route, sql, seconds, ...(params ? { params } : {}) };
     this.next = (this.next + 1) % RING;
   }
 
@@ -39,15 +42,17 @@ export class ShapeStats {
       if (!s) continue;
       const key = `${s.mapping}\u0001${s.route}\u0001${shapeOf(s.sql)?.key ?? s.sql}`;
       const g = groups.get(key);
+      // The latest text of the shape is its sample, with its values where they were captured.
+      const sample = { sample: s.sql, params: s.params };
       if (g) {
         g.count++;
         g.total += s.seconds;
-        g.sample = s.sql;
+        Object.assign(g, sample);
       } else {
         groups.set(key, {
           mapping: s.mapping,
           route: s.route,
-          sample: s.sql,
+          ...sample,
           count: 1,
           meanMs: 0,
           total: s.seconds,
@@ -61,6 +66,7 @@ export class ShapeStats {
         mapping: g.mapping,
         route: g.route,
         sample: g.sample,
+        ...(g.params ? { params: g.params } : {}),
         count: g.count,
         meanMs: (1000 * g.total) / g.count,
       });

@@ -34,6 +34,9 @@ beforeAll(async () => {
   try {
     for (let i = 1; i <= 5; i++) await c.query(`SELECT id FROM items WHERE v = 'item ${i}'`);
     for (let i = 1; i <= 3; i++) await c.query(`SELECT v FROM items WHERE id = ${i}`);
+    // The extended protocol: planned with the values the proxy saw bound, on any version.
+    for (let i = 1; i <= 2; i++)
+      await c.query({ text: 'SELECT id FROM items WHERE v = $1', values: [`item ${i}`] });
   } finally {
     await c.end();
   }
@@ -64,8 +67,8 @@ describe('switchyard plans', () => {
       flags: string[];
       old: { nodes: string[] };
     }[];
-    expect(rows.map((x) => x.count)).toEqual([5, 3]);
-    const [byName, byKey] = rows;
+    expect(rows.map((x) => x.count)).toEqual([5, 3, 2]);
+    const [byName, byKey, bound] = rows;
     expect(byName.sample).toMatch(/^SELECT id FROM items WHERE v = 'item \d'$/);
     expect(
       byName.old.nodes.some((n) => n.includes('items_v') || n.startsWith('Index') || n.startsWith('Bitmap')),
@@ -73,6 +76,8 @@ describe('switchyard plans', () => {
     expect(byName.flags).toEqual(['new Seq Scan on items_v2']);
     // Both tables have a primary key: the point read plans alike.
     expect(byKey.flags).toEqual([]);
+    expect(bound.sample).toBe('SELECT id FROM items WHERE v = $1');
+    expect(bound.flags).toEqual(['new Seq Scan on items_v2']);
     const text = await runCli([
       'plans',
       '--config',
