@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { loadMapping, SetupError } from '../backfill/setup.ts';
 import { ConfigError } from '../config/load.ts';
 import { connect, upstreamClientConfig } from '../pg/connect.ts';
+import type { ShapeSummary as Shape } from '../proxy/shape-stats.ts';
 import { Planner } from '../rules/planner.ts';
 import { compileRules, type RuleSet } from '../rules/ruleset.ts';
 import { parseCommandArgs } from './args.ts';
@@ -36,15 +37,6 @@ const OPTIONS = {
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
-
-interface Shape {
-  mapping: string;
-  route: string;
-  sample: string;
-  params?: (string | null)[];
-  count: number;
-  meanMs: number;
-}
 
 interface PlanSummary {
   cost: number;
