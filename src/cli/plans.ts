@@ -10,7 +10,7 @@ import { ConfigError } from '../config/load.ts';
 import { connect, upstreamClientConfig } from '../pg/connect.ts';
 import type { ShapeSummary as Shape } from '../proxy/shape-stats.ts';
 import { Planner } from '../rules/planner.ts';
-import { compileRules, type RuleSet } from '../rules/ruleset.ts';
+import { compileRules, type RuleSet, withReads } from '../rules/ruleset.ts';
 import { parseCommandArgs } from './args.ts';
 import { getText } from './http-get.ts';
 import { DEFAULT_ADMIN_URL } from './status.ts';
@@ -92,12 +92,7 @@ async function compare(
   shapes: Shape[],
   version: number,
 ): Promise<PlanComparison[]> {
-  const planner = (reads: 'old' | 'new') =>
-    new Planner({
-      ...rules,
-      mappings: rules.mappings.map((m) => ({ ...m, config: { ...m.config, reads } })),
-    });
-  const [asOld, asNew] = [planner('old'), planner('new')];
+  const [asOld, asNew] = [new Planner(withReads(rules, 'old')), new Planner(withReads(rules, 'new'))];
   const user = (await c.query<{ u: string }>('SELECT current_user AS u')).rows[0].u;
   const ctx = {
     searchPath: ['$user', 'public'],

@@ -10,7 +10,7 @@ import { ConfigError } from '../config/load.ts';
 import { type Config, readsNewPercent } from '../config/schema.ts';
 import { defaultPathFor } from '../rules/path-defaults.ts';
 import { Planner, parseSearchPath, roleChanges, searchPathChange } from '../rules/planner.ts';
-import { compileRules, type RuleSet } from '../rules/ruleset.ts';
+import { compileRules, type RuleSet, withReads } from '../rules/ruleset.ts';
 import { registerMirrorTargets } from './mirror-errors.ts';
 import { NO_RULES, type SessionRules, type ShadowSink } from './rules-port.ts';
 
@@ -53,12 +53,7 @@ function withSwitches(prev: RuleSet, config: Config): RuleSet {
 function shadowReads(ruleset: RuleSet, sink: ShadowSink | undefined): SessionRules['shadow'] {
   const shadowed = ruleset.mappings.filter((m) => m.config.shadowReads && m.config.shadowReads.sample > 0);
   if (!sink || shadowed.length === 0) return undefined;
-  const switched = new Planner({
-    ...ruleset,
-    mappings: ruleset.mappings.map((m) =>
-      m.config.shadowReads ? { ...m, config: { ...m.config, reads: 'new' } } : m,
-    ),
-  });
+  const switched = new Planner(withReads(ruleset, 'new', (m) => m.config.shadowReads !== undefined));
   const byName = new Map(shadowed.map((m) => [m.name, m.config.shadowReads!]));
   return (sql, plan, ctx, params) => {
     const s = plan.route === 'read_old' ? byName.get(plan.mapping) : undefined;

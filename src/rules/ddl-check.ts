@@ -14,7 +14,6 @@ import {
   type MappedTable,
   mappingBreaks,
   runsInTransactionBlock,
-  takesLocks,
 } from './ddl-guard.ts';
 import type { CompiledMapping } from './mapping.ts';
 import { columnsRead } from './mapping-runtime.ts';
@@ -51,19 +50,15 @@ export class DdlGuard {
   ) {
     for (const m of rules.mappings) {
       const used = usedColumns(m);
-      const add = (schema: string, name: string, w: Watched) => {
-        const k = relationKey(schema, name);
-        this.watched.set(k, [...(this.watched.get(k) ?? []), w]);
+      const watch = (t: CompiledMapping['old'], side: 'old' | 'new', cols: Set<string>) => {
+        const k = relationKey(t.schema, t.name);
+        this.watched.set(k, [...(this.watched.get(k) ?? []), { mapping: m.name, side, used: cols, m }]);
       };
-      add(m.old.schema, m.old.name, { mapping: m.name, side: 'old', used: used.old, m });
-      if (m.sameTable) {
-        // One table: its columns on either side count.
-        const all = new Set([...used.old, ...used.new]);
-        this.watched.set(relationKey(m.old.schema, m.old.name), [
-          { mapping: m.name, side: 'old', used: all, m },
-        ]);
-      } else {
-        add(m.new.schema, m.new.name, { mapping: m.name, side: 'new', used: used.new, m });
+      // One table (a column migration): its columns on either side count.
+      if (m.sameTable) watch(m.old, 'old', new Set([...used.old, ...used.new]));
+      else {
+        watch(m.old, 'old', used.old);
+        watch(m.new, 'new', used.new);
       }
     }
   }
@@ -92,7 +87,7 @@ export class DdlGuard {
       const mode = modes[f.rule];
       if (mode !== 'off') findings.push({ ...f, mode });
     }
-    const lt = modes.lockTimeout !== 'off' && takesLocks(stmt) ? modes.lockTimeout : undefined;
+    const lt = modes.lockTimeout !== 'off' ? modes.lockTimeout : undefined;
     const flagged: DdlFlag[] = findings.map((f) => ({ rule: f.rule, mode: f.mode }));
     if (simpleQuery && runsInTransactionBlock(stmt)) {
       const prefix = guardBlock({

@@ -32,38 +32,25 @@ export interface DdlFinding {
   mapping?: string;
 }
 
-/** Statements the guardrails look at. */
-const DDL_KINDS = new Set([
-  'IndexStmt',
-  'AlterTableStmt',
-  'DropStmt',
-  'RenameStmt',
-  'CreateStmt',
-  'ReindexStmt',
-  'ClusterStmt',
-  'VacuumStmt',
-]);
+/**
+ * Statements some rule looks at. Others (CREATE TABLE, VACUUM, REINDEX, ...)
+ * meet no rule and take no lock a lock_timeout would bound here.
+ */
+const DDL_KINDS = new Set(['IndexStmt', 'AlterTableStmt', 'DropStmt', 'RenameStmt']);
 
 export function isDdl(stmt: ParsedStatement): boolean {
   return DDL_KINDS.has(stmt.kind);
 }
 
-/** Texts that may hold DDL: the prefilter parses them even when they name no mapped table. */
-export const DDL_HINT = /\b(?:create|alter|drop|reindex|cluster)\b/i;
+/** Texts that may hold such DDL: the prefilter parses them even when they name no mapped table. */
+export const DDL_HINT = /\b(?:create|alter|drop)\b/i;
 
-/** Whether a DO block may run in front of the statement in one Query (an implicit transaction block). */
+/**
+ * Whether a DO block may run in front of the statement in one Query (an
+ * implicit transaction block): not CREATE or DROP INDEX CONCURRENTLY.
+ */
 export function runsInTransactionBlock(stmt: ParsedStatement): boolean {
-  const n = stmt.node;
-  if (stmt.kind === 'IndexStmt' && n.concurrent) return false;
-  if (stmt.kind === 'VacuumStmt' || stmt.kind === 'ClusterStmt') return false;
-  if (stmt.kind === 'ReindexStmt') return false;
-  if (stmt.kind === 'DropStmt' && n.concurrent) return false;
-  return true;
-}
-
-/** Whether the statement takes locks worth a lock_timeout (all DDL here but plain CREATE TABLE). */
-export function takesLocks(stmt: ParsedStatement): boolean {
-  return stmt.kind !== 'CreateStmt';
+  return !stmt.node.concurrent;
 }
 
 function rangeVarName(rv: Node): string {

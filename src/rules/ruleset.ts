@@ -50,6 +50,18 @@ export function relationKey(schema: string, name: string): string {
   return `${schema}\u0000${name}`;
 }
 
+/** The same rules with `reads` set on the mappings `which` picks (all by default): a plan as if switched. */
+export function withReads(
+  rules: RuleSet,
+  reads: 'old' | 'new',
+  which: (m: CompiledMapping) => boolean = () => true,
+): RuleSet {
+  return {
+    ...rules,
+    mappings: rules.mappings.map((m) => (which(m) ? { ...m, config: { ...m.config, reads } } : m)),
+  };
+}
+
 export interface CompileOptions {
   /** Overrides the connection settings derived from the config (tests). */
   connect?: pg.ClientConfig;
