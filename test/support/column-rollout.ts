@@ -1,27 +1,18 @@
-// A column migration inside one table with two live app versions: v1 uses
-// the old column names, v2 the new ones, both through the proxy, while the
-// operator runs expand (ADD COLUMN) -> dual-write both ways -> backfill ->
-// verify -> reads new -> v2 writes -> reads old (rollback) -> reads new
-// again -> v1 stops -> contract (DROP COLUMN). After every stage an
-// independent SQL check (written here from the mapping's expressions) counts
-// the rows whose new columns are not up(row) or whose old columns are not
-// down(row): it must be 0.
-import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Backfill, DEFAULT_OPTIONS } from '../../src/backfill/runner.ts';
 import { silentLogger } from '../../src/log.ts';
 import { quoteIdent } from '../../src/pg/ident.ts';
 import { DEFAULT_VERIFY_OPTIONS, verifyMapping } from '../../src/verify/compare.ts';
 import type { ColumnCase } from './column-cases.ts';
-import { freshDatabase, type TestDatabase } from './db.ts';
+import type { TestDatabase } from './db.ts';
 import {
   applyConfig,
   compareReads,
   compileMapping,
-  describeReport,
   mappingConfig,
   runWorkload,
   type StageReport,
   type Switches,
+  stagedSuite,
   sumWorkloads,
   type WorkloadResult,
 } from './lifecycle.ts';
@@ -146,17 +137,10 @@ export async function runColumnRollout(db: TestDatabase, cc: ColumnCase, seed = 
 
 /** One column migration as a test file of its own. */
 export function columnRolloutSuite(label: string, cc: ColumnCase, seed = 31): void {
-  let db: TestDatabase;
-  beforeAll(async () => {
-    db = await freshDatabase('colro');
-  });
-  afterAll(async () => {
-    await db?.drop();
-  });
-  it(`${label}: two app versions through add column, dual-write both ways, backfill, verify, reads new, v2 writes, rollback, reads new, v1 stops, drop column`, async () => {
-    const report = await runColumnRollout(db, cc, seed);
-    console.log(describeReport(report));
-    expect(report.map((r) => r.stage)).toEqual([
+  stagedSuite({
+    prefix: 'colro',
+    title: `${label}: two app versions through add column, dual-write both ways, backfill, verify, reads new, v2 writes, rollback, reads new, v1 stops, drop column`,
+    stages: [
       'dual-write',
       'backfill',
       'verify',
@@ -166,7 +150,8 @@ export function columnRolloutSuite(label: string, cc: ColumnCase, seed = 31): vo
       'reads new again',
       'v1 stops',
       'contract',
-    ]);
-    for (const r of report) if (r.workload) expect(r.workload.ok).toBeGreaterThan(60);
-  }, 240_000);
+    ],
+    minOk: 60,
+    run: (db) => runColumnRollout(db, cc, seed),
+  });
 }

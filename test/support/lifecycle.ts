@@ -478,31 +478,48 @@ export function describeReport(report: StageReport[]): string {
 }
 
 /**
- * One mapping shape through the whole lifecycle, as a test file of its own
- * (one file per shape lets the runner spread the shapes over its workers).
+ * A staged migration run as a test file of its own on a fresh database (one
+ * file per shape lets the runner spread the shapes over its workers): the
+ * stages must come in order, and every stage with a workload must really
+ * have written.
  */
-export function lifecycleSuite(label: string, mappingCase: MappingCase, seed = 11): void {
+export function stagedSuite(o: {
+  prefix: string;
+  title: string;
+  stages: string[];
+  /** Writes every stage with a workload must have had succeed, at least. */
+  minOk: number;
+  run(db: TestDatabase): Promise<StageReport[]>;
+  /** More checks of the report. */
+  check?(report: StageReport[]): void;
+  after?(): Promise<unknown>;
+}): void {
   let db: TestDatabase;
   beforeAll(async () => {
-    db = await freshDatabase('lc');
+    db = await freshDatabase(o.prefix);
   });
   afterAll(async () => {
-    await printPlanCache(`lifecycle-${label}`);
+    await o.after?.();
     await db?.drop();
   });
-  it(`${label}: expand, dual-write, backfill, reads new, reads old, kill switch, dual-write again`, async () => {
-    const report = await runLifecycle(db, mappingCase, { seed });
+  it(o.title, async () => {
+    const report = await o.run(db);
     console.log(describeReport(report));
-    expect(report.map((r) => r.stage)).toEqual([
-      'dual-write',
-      'backfill',
-      'reads new',
-      'reads old',
-      'kill switch',
-      'dual-write again',
-    ]);
-    // The workload really wrote in every stage that has one.
-    for (const r of report) if (r.workload) expect(r.workload.ok).toBeGreaterThan(100);
-    expect(report.at(-1)!.newRows).toBeGreaterThan(0);
+    expect(report.map((r) => r.stage)).toEqual(o.stages);
+    for (const r of report) if (r.workload) expect(r.workload.ok).toBeGreaterThan(o.minOk);
+    o.check?.(report);
   }, 240_000);
+}
+
+/** One mapping shape through the whole lifecycle. */
+export function lifecycleSuite(label: string, mappingCase: MappingCase, seed = 11): void {
+  stagedSuite({
+    prefix: 'lc',
+    title: `${label}: expand, dual-write, backfill, reads new, reads old, kill switch, dual-write again`,
+    stages: ['dual-write', 'backfill', 'reads new', 'reads old', 'kill switch', 'dual-write again'],
+    minOk: 100,
+    run: (db) => runLifecycle(db, mappingCase, { seed }),
+    check: (report) => expect(report.at(-1)!.newRows).toBeGreaterThan(0),
+    after: () => printPlanCache(`lifecycle-${label}`),
+  });
 }

@@ -8,21 +8,21 @@
 // up(old), both ways. Around every switch, both versions see the same keys,
 // and the same keys as before the switch: no row vanishes for either.
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect } from 'vitest';
 import { Backfill, DEFAULT_OPTIONS } from '../../src/backfill/runner.ts';
 import { silentLogger } from '../../src/log.ts';
 import { quoteIdent } from '../../src/pg/ident.ts';
 import { DEFAULT_VERIFY_OPTIONS, verifyMapping } from '../../src/verify/compare.ts';
-import { freshDatabase, type TestDatabase } from './db.ts';
+import type { TestDatabase } from './db.ts';
 import {
   applyConfig,
   compareReads,
   compileMapping,
-  describeReport,
   mappingConfig,
   runWorkload,
   type StageReport,
   type Switches,
+  stagedSuite,
   sumWorkloads,
   type WorkloadResult,
 } from './lifecycle.ts';
@@ -222,17 +222,10 @@ export async function runRollout(db: TestDatabase, rc: RolloutCase, seed = 1): P
 
 /** One rollout as a test file of its own. */
 export function rolloutSuite(label: string, rc: RolloutCase, seed = 23): void {
-  let db: TestDatabase;
-  beforeAll(async () => {
-    db = await freshDatabase('ro');
-  });
-  afterAll(async () => {
-    await db?.drop();
-  });
-  it(`${label}: two app versions through expand, dual-write both ways, backfill, reads new, v2 writes, rollback, reads new, v1 stops, contract`, async () => {
-    const report = await runRollout(db, rc, seed);
-    console.log(describeReport(report));
-    expect(report.map((r) => r.stage)).toEqual([
+  stagedSuite({
+    prefix: 'ro',
+    title: `${label}: two app versions through expand, dual-write both ways, backfill, reads new, v2 writes, rollback, reads new, v1 stops, contract`,
+    stages: [
       'dual-write',
       'backfill',
       'reads new',
@@ -241,7 +234,8 @@ export function rolloutSuite(label: string, rc: RolloutCase, seed = 23): void {
       'reads new again',
       'v1 stops',
       'contract',
-    ]);
-    for (const r of report) if (r.workload) expect(r.workload.ok).toBeGreaterThan(60);
-  }, 240_000);
+    ],
+    minOk: 60,
+    run: (db) => runRollout(db, rc, seed),
+  });
 }
