@@ -12,6 +12,7 @@ import {
   columnsOutOfStep,
   createPricedUsers,
   type Fixture,
+  killBackfillAfter,
   logLines,
   resetPricedUsers,
   runCli,
@@ -69,18 +70,6 @@ async function rewritten() {
   return r.rows[0] as { differing: number; in_step: number };
 }
 
-async function waitForBackendsGone() {
-  // The server finishes (and commits) a batch in flight when its client died; read the checkpoint after.
-  for (let i = 0; ; i++) {
-    const r = await db.query(
-      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'switchyard-backfill'`,
-    );
-    if (r.rows[0].n === 0) return;
-    if (i > 1500) throw new Error('the killed backfill left backends behind for 30 s');
-    await new Promise((res) => setTimeout(res, 20));
-  }
-}
-
 const args = ['backfill', '--config', '', '--mapping', MAPPING, '--max-lag-ms', '0'];
 const cli = (...more: string[]) => {
   args[2] = fx.configPath;
@@ -133,26 +122,8 @@ describe('backfill of a column migration', () => {
   it('resumes exactly after SIGKILL after the first checkpoint', { timeout: 180_000 }, async () => {
     await resetAll();
     const run = spawnCli(cli('--batch-size', '200', '--target-batch-ms', '5', '--workers', '2'));
-    const watcher = new pg.Client({ connectionString: db.url });
-    await watcher.connect();
-    try {
-      for (;;) {
-        const r = await watcher
-          .query(
-            `SELECT coalesce(sum(rows_scanned), 0)::int AS n FROM switchyard.backfill_chunks WHERE mapping = $1`,
-            [MAPPING],
-          )
-          .catch(() => ({ rows: [{ n: 0 }] })); // not planned yet
-        if (r.rows[0].n >= 4_000 || run.child.exitCode !== null) break;
-        await new Promise((res) => setTimeout(res, 20));
-      }
-    } finally {
-      run.child.kill('SIGKILL');
-      await watcher.end();
-    }
-    const killed = await run.done;
+    const killed = await killBackfillAfter(db.url, run, MAPPING, 4_000);
     expect(killed.signal).toBe('SIGKILL');
-    await waitForBackendsGone();
     const mid = await chunkTotals();
     expect(mid.done).toBeLessThan(mid.chunks);
     // The checkpoint commits with the rows it describes: rows filled = rows it counts, never more or fewer.

@@ -8,6 +8,7 @@ import {
   createLines,
   createUsers,
   type Fixture,
+  killBackfillAfter,
   LINES_MAPPING,
   logLines,
   mismatches,
@@ -141,35 +142,8 @@ describe('backfill', () => {
     const args = ['backfill', '--config', fx.configPath, '--mapping', 'users', '--max-lag-ms', '0'];
     // Tiny batches so that the run is still going when it is killed.
     const run = spawnCli([...args, '--batch-size', '200', '--target-batch-ms', '5', '--workers', '2']);
-    const watcher = new pg.Client({ connectionString: db.url });
-    await watcher.connect();
-    try {
-      for (;;) {
-        const r = await watcher
-          .query(
-            `SELECT coalesce(sum(rows_scanned), 0)::int AS n FROM switchyard.backfill_chunks WHERE mapping = 'users'`,
-          )
-          .catch(() => ({ rows: [{ n: 0 }] })); // not planned yet
-        if (r.rows[0].n >= 10_000 || run.child.exitCode !== null) break;
-        await new Promise((res) => setTimeout(res, 20));
-      }
-    } finally {
-      // Killed here whatever happens, so that a failing test leaves no copier behind.
-      run.child.kill('SIGKILL');
-      await watcher.end();
-    }
-    const killed = await run.done;
+    const killed = await killBackfillAfter(db.url, run, 'users', 10_000);
     expect(killed.signal).toBe('SIGKILL');
-    // The server finishes (and commits) a batch that was in flight when its client died; the
-    // checkpoint is read once those backends are gone, so that nothing moves after it.
-    for (let i = 0; ; i++) {
-      const r = await db.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'switchyard-backfill'`,
-      );
-      if (r.rows[0].n === 0) break;
-      if (i > 1500) throw new Error('the killed backfill left backends behind for 30 s');
-      await new Promise((res) => setTimeout(res, 20));
-    }
     const mid = await chunkTotals('users');
     expect(mid.done).toBeLessThan(mid.chunks);
     const copied = (await db.query('SELECT count(*)::int AS n FROM users_v2')).rows[0].n;

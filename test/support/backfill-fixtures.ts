@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type pg from 'pg';
+import pg from 'pg';
 import { parseConfigText } from '../../src/config/load.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { upstreamClientConfig } from '../../src/pg/connect.ts';
@@ -197,4 +197,49 @@ export async function columnsOutOfStep(q: (sql: string) => Promise<{ rows: { n: 
     WHERE full_name IS DISTINCT FROM first_name || ' ' || last_name
        OR price_cents IS DISTINCT FROM round(price * 100)::bigint`);
   return r.rows[0].n;
+}
+
+/**
+ * Kills a backfill CLI run with SIGKILL once its checkpoints count `rows`
+ * scanned for `mapping` (or it ended by itself), then waits until the server
+ * has no backend of it left: the server finishes and commits a batch in
+ * flight when its client dies, so the checkpoint is read only after that.
+ */
+export async function killBackfillAfter(
+  url: string,
+  run: ReturnType<typeof spawnCli>,
+  mapping: string,
+  rows: number,
+): Promise<CliResult> {
+  const watcher = new pg.Client({ connectionString: url });
+  await watcher.connect();
+  try {
+    for (;;) {
+      const r = await watcher
+        .query(
+          `SELECT coalesce(sum(rows_scanned), 0)::int AS n FROM switchyard.backfill_chunks WHERE mapping = $1`,
+          [mapping],
+        )
+        .catch(() => ({ rows: [{ n: 0 }] })); // not planned yet
+      if (r.rows[0].n >= rows || run.child.exitCode !== null) break;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  } finally {
+    // Killed here whatever happens, so that a failing test leaves no copier behind.
+    run.child.kill('SIGKILL');
+  }
+  const killed = await run.done;
+  try {
+    for (let i = 0; ; i++) {
+      const r = await watcher.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'switchyard-backfill'`,
+      );
+      if (r.rows[0].n === 0) break;
+      if (i > 1500) throw new Error('the killed backfill left backends behind for 30 s');
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  } finally {
+    await watcher.end();
+  }
+  return killed;
 }
