@@ -203,6 +203,19 @@ describe('writes on new reach old by down, as direct for the client', () => {
   });
 });
 
+/** Resolves once the backend waits on a lock, or once `done()` says its statement finished. */
+async function lockWait(pid: number, done: () => boolean): Promise<void> {
+  const until = Date.now() + 30_000;
+  while (!done()) {
+    const r = await db.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", [
+      pid,
+    ]);
+    if (r.rowCount) return;
+    if (Date.now() > until) throw new Error(`backend ${pid} neither finished nor waited on a lock in 30 s`);
+    await new Promise((res) => setTimeout(res, 10));
+  }
+}
+
 describe('no loops and no double writes', () => {
   it('a write on old reaches old once and new once; a write on new reaches old once', async () => {
     await client.query("INSERT INTO people (id, first_name, last_name) VALUES (1, 'A', 'B')");
@@ -304,12 +317,21 @@ describe('no loops and no double writes', () => {
       await other.connect();
       const clients = [client, other];
       try {
+        // Each client's server backend (one per session through the proxy), to see it wait on a lock.
+        const pids = await Promise.all(
+          clients.map(async (x) => (await x.query('SELECT pg_backend_pid() AS p')).rows[0].p as number),
+        );
         const pending: Promise<unknown>[] = [undefined, undefined].map(() => Promise.resolve());
         for (const [who, sql] of c.steps) {
-          // A client's steps run in order; a blocked step lets the other client go on.
-          const run = pending[who].then(() => clients[who].query(sql));
+          // A client's steps run in order; the next step goes once this one is done or waits on a lock.
+          let done = false;
+          const run = pending[who]
+            .then(() => clients[who].query(sql))
+            .finally(() => {
+              done = true;
+            });
           pending[who] = run;
-          await Promise.race([run, new Promise((r) => setTimeout(r, 200))]);
+          await Promise.race([run, lockWait(pids[who], () => done)]);
         }
         await Promise.all(pending);
       } finally {
